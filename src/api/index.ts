@@ -1,0 +1,17 @@
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyBaseLogger, FastifyInstance, RawReplyDefaultExpression, RawRequestDefaultExpression, RawServerDefault } from 'fastify';
+import type { Ctx } from '../core/context.js';
+import { accessGroupRoutes } from './access-groups.js';
+import { appRoutes } from './apps.js';
+import { organizationRoutes } from './organizations.js';
+import { profileRoutes } from './profiles.js';
+
+export type Api = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, TypeBoxTypeProvider>;
+
+/** Every resource's routes. Each file holds one resource's schemas and thin handlers. */
+export async function registerRoutes(app: Api, ctx: Ctx): Promise<void> {
+  organizationRoutes(app, ctx);
+  appRoutes(app, ctx);
+  accessGroupRoutes(app, ctx);
+  profileRoutes(app, ctx);
+}

@@ -1,0 +1,69 @@
+import { Command, Option } from 'commander';
+import { ConfigError, loadConfig } from '../config.js';
+import { createUser } from '../core/keys.js';
+import { start, type Role } from '../start.js';
+import { migrate, openDatabase } from '../storage/db.js';
+
+const program = new Command()
+  .name('harnesslayer')
+  .description('Host AI agent apps for many end users: versioned per-user files, sync, real agent runtimes.')
+  .showHelpAfterError('(run with --help for usage)');
+
+program
+  .command('serve')
+  .description('Serve the API and run the background workers (configuration comes from the environment; see README).')
+  .addOption(new Option('--role <role>', 'all: API and workers; api: HTTP only; worker: jobs only').choices(['all', 'api', 'worker']).default('all'))
+  .option('--port <port>', 'overrides PORT')
+  .option('--host <host>', 'overrides HOST')
+  .option('--data-dir <dir>', 'overrides HARNESSLAYER_DATA_DIR')
+  .action(async (opts: { role: Role; port?: string; host?: string; dataDir?: string }) => {
+    const config = loadConfig(process.env, {
+      ...(opts.port ? { port: Number(opts.port) } : {}),
+      ...(opts.host ? { host: opts.host } : {}),
+      ...(opts.dataDir ? { dataDir: opts.dataDir } : {}),
+    });
+    if (opts.role !== 'all' && !config.databaseUrl) {
+      throw new ConfigError(`--role ${opts.role} splits the server over processes and needs DATABASE_URL (PostgreSQL); the embedded database serves one process.`);
+    }
+    const running = await start(config, opts.role, { logger: true });
+    if (running.ownerKey) {
+      console.log(`\nFirst start: created the owner. Its user API key (shown once, keep it):\n\n  ${running.ownerKey}\n`);
+    }
+    const where = running.server ? `listening on http://${config.host}:${config.port}` : 'worker only';
+    console.log(`harnesslayer ${opts.role}: ${where} (database: ${running.ctx.database.kind})`);
+    const shutdown = (signal: string) => {
+      console.log(`${signal}: finishing in-flight work...`);
+      running.stop().then(
+        () => process.exit(0),
+        (err) => {
+          console.error(err);
+          process.exit(1);
+        },
+      );
+    };
+    process.once('SIGINT', () => shutdown('SIGINT'));
+    process.once('SIGTERM', () => shutdown('SIGTERM'));
+  });
+
+const user = program.command('user').description('Manage user API keys (they call /v1/organization/*).');
+user
+  .command('create')
+  .description('Create a user and print its API key once.')
+  .option('--email <email>', 'the person this key belongs to')
+  .action(async (opts: { email?: string }) => {
+    const config = loadConfig();
+    const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? undefined : `${config.dataDir}/db` });
+    try {
+      await migrate(database.db);
+      const { userId, apiKey } = await createUser({ db: database.db }, opts.email ?? null);
+      console.log(`Created user ${userId}${opts.email ? ` <${opts.email}>` : ''}. API key (shown once):\n\n  ${apiKey}\n`);
+    } finally {
+      await database.close();
+    }
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof ConfigError) console.error(`Configuration error: ${err.message}`);
+  else console.error(err instanceof Error ? err.message : err);
+  process.exit(1);
+});

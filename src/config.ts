@@ -1,0 +1,67 @@
+import path from 'node:path';
+
+/** Everything the server reads from its environment, validated once at start-up. */
+export interface Config {
+  port: number;
+  host: string;
+  dataDir: string;
+  /** `postgres://...` to use PostgreSQL; undefined means embedded PGlite under dataDir. */
+  databaseUrl: string | undefined;
+  /** `file:<dir>` or `s3://bucket/prefix`. */
+  storage: string;
+  s3: { endpoint: string | undefined; region: string | undefined };
+  publicUrl: string;
+  userKey: string | undefined;
+  /** Undefined: generated into the data dir on first start. */
+  secret: string | undefined;
+  anthropicBaseUrl: string | undefined;
+  anthropicApiKey: string | undefined;
+  sendblueApiBaseUrl: string;
+  allowPrivateUrls: boolean;
+  maxBodyBytes: number;
+  maxBundleBytes: number;
+  logLevel: string;
+}
+
+export class ConfigError extends Error {}
+
+function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new ConfigError(`${name} must be a non-negative integer, got "${raw}"`);
+  return n;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
+  const port = overrides.port ?? int(env, 'PORT', 8787);
+  const host = overrides.host ?? (env.HOST || '127.0.0.1');
+  const dataDir = path.resolve(overrides.dataDir ?? (env.HARNESSLAYER_DATA_DIR || './.harnesslayer'));
+  const databaseUrl = overrides.databaseUrl ?? (env.DATABASE_URL || undefined);
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigError(`DATABASE_URL must start with postgres:// (got "${databaseUrl}")`);
+  }
+  const storage = overrides.storage ?? (env.HARNESSLAYER_STORAGE || `file:${path.join(dataDir, 'blobs')}`);
+  if (!storage.startsWith('file:') && !storage.startsWith('s3://')) {
+    throw new ConfigError(`HARNESSLAYER_STORAGE must be file:<dir> or s3://bucket/prefix (got "${storage}")`);
+  }
+  const allow = env.HARNESSLAYER_ALLOW_PRIVATE_URLS ?? '0';
+  return {
+    port,
+    host,
+    dataDir,
+    databaseUrl,
+    storage,
+    s3: { endpoint: env.S3_ENDPOINT || undefined, region: env.S3_REGION || undefined },
+    publicUrl: (overrides.publicUrl ?? (env.HARNESSLAYER_PUBLIC_URL || `http://${host}:${port}`)).replace(/\/+$/, ''),
+    userKey: overrides.userKey ?? (env.HARNESSLAYER_USER_KEY || undefined),
+    secret: overrides.secret ?? (env.HARNESSLAYER_SECRET || undefined),
+    anthropicBaseUrl: env.ANTHROPIC_BASE_URL || undefined,
+    anthropicApiKey: env.ANTHROPIC_API_KEY || undefined,
+    sendblueApiBaseUrl: (env.SENDBLUE_API_BASE_URL || 'https://api.sendblue.co').replace(/\/+$/, ''),
+    allowPrivateUrls: overrides.allowPrivateUrls ?? (allow === '1' || allow === 'true'),
+    maxBodyBytes: overrides.maxBodyBytes ?? int(env, 'HARNESSLAYER_MAX_BODY_BYTES', 32 * 1024 * 1024),
+    maxBundleBytes: overrides.maxBundleBytes ?? int(env, 'HARNESSLAYER_MAX_BUNDLE_BYTES', 1024 * 1024 * 1024),
+    logLevel: overrides.logLevel ?? (env.LOG_LEVEL || 'info'),
+  };
+}

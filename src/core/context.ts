@@ -1,0 +1,14 @@
+import type { Config } from '../config.js';
+import type { Queue } from '../jobs/queue.js';
+import type { Database, Db } from '../storage/db.js';
+import type { Secrets } from './secrets.js';
+
+/** What every core function receives: never a request, never Fastify. */
+export interface Ctx {
+  config: Config;
+  database: Database;
+  db: Db;
+  secrets: Secrets;
+  queue: Queue;
+  now(): Date;
+}

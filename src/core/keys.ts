@@ -1,0 +1,90 @@
+import type { Ctx } from './context.js';
+import { ForbiddenError, UnauthorizedError } from './errors.js';
+import { newId } from './ids.js';
+import { newApiKey, sha256Hex } from './secrets.js';
+import type { Db } from '../storage/db.js';
+
+export type Principal = { kind: 'user'; userId: string } | { kind: 'organization'; organizationId: string };
+
+const KEY_PATTERN = /^dk-[A-Za-z0-9]{20,200}$/;
+
+export function hashKey(key: string): string {
+  return sha256Hex(key);
+}
+
+/** Resolves an `Authorization: Bearer dk-...` header to its owner, or throws 401. */
+export async function authenticate(db: Db, header: string | undefined): Promise<Principal> {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+  if (!match || !KEY_PATTERN.test(match[1])) throw new UnauthorizedError();
+  const row = await db
+    .selectFrom('apiKeys')
+    .select(['kind', 'userId', 'organizationId'])
+    .where('keyHash', '=', hashKey(match[1]))
+    .executeTakeFirst();
+  if (!row) throw new UnauthorizedError();
+  if (row.kind === 'user' && row.userId) return { kind: 'user', userId: row.userId };
+  if (row.kind === 'organization' && row.organizationId) return { kind: 'organization', organizationId: row.organizationId };
+  throw new UnauthorizedError();
+}
+
+export function requireUser(p: Principal): string {
+  if (p.kind !== 'user') throw new ForbiddenError('Organization endpoints take a user API key; this is an organization API key.');
+  return p.userId;
+}
+
+export function requireOrganization(p: Principal): string {
+  if (p.kind !== 'organization') {
+    throw new ForbiddenError('This endpoint takes an organization API key; this is a user API key (it may only call /v1/organization/*).');
+  }
+  return p.organizationId;
+}
+
+/** Stores a key's hash; the key itself is returned once and never again. */
+export async function insertKey(db: Db, key: string, owner: Principal): Promise<void> {
+  await db
+    .insertInto('apiKeys')
+    .values({
+      keyHash: hashKey(key),
+      kind: owner.kind,
+      userId: owner.kind === 'user' ? owner.userId : null,
+      organizationId: owner.kind === 'organization' ? owner.organizationId : null,
+      last4: key.slice(-4),
+    })
+    .onConflict((oc) => oc.column('keyHash').doNothing())
+    .execute();
+}
+
+export async function createUser(ctx: Pick<Ctx, 'db'>, email: string | null): Promise<{ userId: string; apiKey: string }> {
+  const userId = newId('user');
+  const apiKey = newApiKey();
+  await ctx.db.transaction().execute(async (tx) => {
+    await tx.insertInto('users').values({ id: userId, email }).execute();
+    await insertKey(tx, apiKey, { kind: 'user', userId });
+  });
+  return { userId, apiKey };
+}
+
+/**
+ * Start-up bootstrap: make HARNESSLAYER_USER_KEY a user key (idempotent); otherwise, on a
+ * first start with no users at all, create an owner and return its key to print once.
+ */
+export async function bootstrapOwner(ctx: Pick<Ctx, 'db'>, userKey: string | undefined): Promise<string | undefined> {
+  if (userKey) {
+    if (!KEY_PATTERN.test(userKey)) throw new Error('HARNESSLAYER_USER_KEY must look like dk- followed by 20+ letters and digits');
+    const existing = await ctx.db.selectFrom('apiKeys').select('kind').where('keyHash', '=', hashKey(userKey)).executeTakeFirst();
+    if (existing) {
+      if (existing.kind !== 'user') throw new Error('HARNESSLAYER_USER_KEY is already an organization key');
+      return undefined;
+    }
+    const userId = newId('user');
+    await ctx.db.transaction().execute(async (tx) => {
+      await tx.insertInto('users').values({ id: userId, email: null }).execute();
+      await insertKey(tx, userKey, { kind: 'user', userId });
+    });
+    return undefined;
+  }
+  const any = await ctx.db.selectFrom('users').select('id').limit(1).executeTakeFirst();
+  if (any) return undefined;
+  const { apiKey } = await createUser(ctx, null);
+  return apiKey;
+}

@@ -1,0 +1,87 @@
+import swagger from '@fastify/swagger';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Ctx } from '../core/context.js';
+import { authenticate, requireOrganization, requireUser, type Principal } from '../core/keys.js';
+import { registerRoutes } from '../api/index.js';
+import { installErrorHandling } from './errors.js';
+import { installIdempotency } from './idempotency.js';
+import { validatorCompiler } from './validation.js';
+import { checkHealth } from './health.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal?: Principal;
+  }
+}
+
+export type Server = FastifyInstance;
+
+export interface BuildOptions {
+  logger?: boolean | object;
+}
+
+/** Builds the Fastify app; `serve` listens on it, tests inject into it or listen on port 0. */
+export async function buildServer(ctx: Ctx, opts: BuildOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: opts.logger ?? false,
+    bodyLimit: ctx.config.maxBodyBytes,
+    // Long-polls hold requests for up to 60 s.
+    requestTimeout: 0,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    ajv: { customOptions: { coerceTypes: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.setValidatorCompiler(validatorCompiler);
+  installErrorHandling(app);
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Harnesslayer API', version: '1.0.0', description: 'Host agent apps for many end users.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'dk-...' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+
+  app.get('/healthz', { schema: { hide: true } }, async (_req, reply) => {
+    const health = await checkHealth(ctx);
+    return reply.status(health.ok ? 200 : 503).send(
+      health.ok ? { success: true, data: { status: 'ok', ...health.detail } } : { success: false, error: 'unhealthy', code: 'unhealthy', details: health.detail },
+    );
+  });
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  // Auth once, for every /v1 route: organization endpoints take a user key, the rest an
+  // organization key. Unknown routes skip this and get their 404.
+  app.addHook('onRequest', async (request: FastifyRequest, _reply: FastifyReply) => {
+    const url = request.routeOptions.url;
+    if (!url || !url.startsWith('/v1/') || request.routeOptions.config?.public) return;
+    const principal = await authenticate(ctx.db, request.headers.authorization);
+    if (url.startsWith('/v1/organization/')) requireUser(principal);
+    else requireOrganization(principal);
+    request.principal = principal;
+  });
+
+  installIdempotency(app, ctx);
+  await registerRoutes(app, ctx);
+  return app;
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** No API key (inbound webhooks, signed blob URLs): the route checks its own token. */
+    public?: boolean;
+  }
+}
+
+/** The organization of the calling key (auth already checked the kind). */
+export function orgOf(request: FastifyRequest): string {
+  return requireOrganization(request.principal!);
+}
+
+export function userOf(request: FastifyRequest): string {
+  return requireUser(request.principal!);
+}

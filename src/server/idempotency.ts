@@ -1,0 +1,107 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { sql } from 'kysely';
+import type { Ctx } from '../core/context.js';
+import { BadRequestError, ConflictError } from '../core/errors.js';
+import { hashKey } from '../core/keys.js';
+import { sha256Hex } from '../core/secrets.js';
+
+const KEY_RULE = /^[\x21-\x7e]{1,255}$/;
+const TTL_MS = 24 * 60 * 60 * 1000;
+
+interface Claim {
+  keyHash: string;
+  method: string;
+  path: string;
+  idempotencyKey: string;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    idempotencyClaim?: Claim;
+  }
+}
+
+/**
+ * `Idempotency-Key` on any POST: the first reply (2xx-4xx) is kept 24 h and replayed for the
+ * same key, method, path and body; another body is 409 idempotency_key_reused; a repeat
+ * while the first is in flight is 409 idempotency_in_progress.
+ */
+export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
+  app.addHook('preHandler', async (request: FastifyRequest, reply: FastifyReply) => {
+    const header = request.headers['idempotency-key'];
+    if (request.method !== 'POST' || header === undefined) return;
+    const key = Array.isArray(header) ? header[0] : header;
+    if (!KEY_RULE.test(key)) throw new BadRequestError('Idempotency-Key must be 1-255 printable ASCII characters.');
+    const auth = request.headers.authorization ?? '';
+    const claim: Claim = {
+      keyHash: hashKey(auth),
+      method: request.method,
+      path: request.url.split('?')[0],
+      idempotencyKey: key,
+    };
+    const bodyHash = sha256Hex(JSON.stringify(request.body ?? null));
+    const cutoff = new Date(ctx.now().getTime() - TTL_MS);
+    const inserted = await ctx.db.transaction().execute(async (tx) => {
+      await tx
+        .deleteFrom('idempotencyKeys')
+        .where('keyHash', '=', claim.keyHash)
+        .where('method', '=', claim.method)
+        .where('path', '=', claim.path)
+        .where('idempotencyKey', '=', key)
+        .where('createdAt', '<', cutoff)
+        .execute();
+      return tx
+        .insertInto('idempotencyKeys')
+        .values({ ...claim, bodyHash })
+        .onConflict((oc) => oc.columns(['keyHash', 'method', 'path', 'idempotencyKey']).doNothing())
+        .returning(sql<number>`1`.as('ok'))
+        .executeTakeFirst();
+    });
+    if (inserted) {
+      request.idempotencyClaim = claim;
+      return;
+    }
+    const prior = await ctx.db
+      .selectFrom('idempotencyKeys')
+      .selectAll()
+      .where('keyHash', '=', claim.keyHash)
+      .where('method', '=', claim.method)
+      .where('path', '=', claim.path)
+      .where('idempotencyKey', '=', key)
+      .executeTakeFirst();
+    if (!prior) throw new ConflictError('This Idempotency-Key is in use; retry shortly.', 'idempotency_in_progress');
+    if (prior.bodyHash !== bodyHash) {
+      throw new ConflictError('This Idempotency-Key was used with a different body; use a new key.', 'idempotency_key_reused');
+    }
+    if (prior.statusCode === null) {
+      throw new ConflictError('A request with this Idempotency-Key is still in progress; retry shortly.', 'idempotency_in_progress');
+    }
+    reply.header('idempotent-replayed', 'true');
+    return reply.status(prior.statusCode).send(prior.response);
+  });
+
+  app.addHook('onSend', async (request, reply, payload) => {
+    const claim = request.idempotencyClaim;
+    if (!claim) return payload;
+    request.idempotencyClaim = undefined;
+    const where = ctx.db
+      .updateTable('idempotencyKeys')
+      .where('keyHash', '=', claim.keyHash)
+      .where('method', '=', claim.method)
+      .where('path', '=', claim.path)
+      .where('idempotencyKey', '=', claim.idempotencyKey);
+    if (reply.statusCode >= 500 || typeof payload !== 'string') {
+      // A server error is not an answer worth replaying: free the key for a retry.
+      await ctx.db
+        .deleteFrom('idempotencyKeys')
+        .where('keyHash', '=', claim.keyHash)
+        .where('method', '=', claim.method)
+        .where('path', '=', claim.path)
+        .where('idempotencyKey', '=', claim.idempotencyKey)
+        .execute();
+      return payload;
+    }
+    await where.set({ statusCode: reply.statusCode, response: payload }).execute();
+    return payload;
+  });
+}

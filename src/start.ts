@@ -1,0 +1,70 @@
+import { randomBytes } from 'node:crypto';
+import type { Config } from './config.js';
+import type { Ctx } from './core/context.js';
+import { bootstrapOwner } from './core/keys.js';
+import { Secrets } from './core/secrets.js';
+import { Queue } from './jobs/queue.js';
+import { registerWorkers } from './jobs/workers.js';
+import { buildServer, type Server } from './server/app.js';
+import { migrate, openDatabase, type Db } from './storage/db.js';
+
+export type Role = 'all' | 'api' | 'worker';
+
+/**
+ * The server secret: HARNESSLAYER_SECRET, else one generated on first start and kept in the
+ * database, so every process of a scaled-out deployment signs and decrypts alike.
+ */
+async function serverSecret(db: Db, configured: string | undefined): Promise<string> {
+  if (configured) return configured;
+  await db
+    .insertInto('settings')
+    .values({ key: 'secret', value: randomBytes(32).toString('base64url') })
+    .onConflict((oc) => oc.column('key').doNothing())
+    .execute();
+  const row = await db.selectFrom('settings').select('value').where('key', '=', 'secret').executeTakeFirstOrThrow();
+  return row.value;
+}
+
+/** Opens the database, migrates, starts the queue: everything but listening. */
+export async function createContext(config: Config): Promise<Ctx> {
+  const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? undefined : `${config.dataDir}/db` });
+  await migrate(database.db);
+  const secrets = new Secrets(await serverSecret(database.db, config.secret));
+  const queue = new Queue(database);
+  await queue.start();
+  return { config, database, db: database.db, secrets, queue, now: () => new Date() };
+}
+
+export interface Running {
+  ctx: Ctx;
+  server: Server | undefined;
+  /** The owner key created on a first start, to print once. */
+  ownerKey: string | undefined;
+  stop(): Promise<void>;
+}
+
+export async function start(config: Config, role: Role = 'all', opts: { listen?: boolean; logger?: boolean } = {}): Promise<Running> {
+  const ctx = await createContext(config);
+  const ownerKey = await bootstrapOwner(ctx, config.userKey);
+  if (role !== 'api') await registerWorkers(ctx);
+  let server: Server | undefined;
+  if (role !== 'worker') {
+    server = await buildServer(ctx, { logger: opts.logger ?? false });
+    if (opts.listen !== false) await server.listen({ port: config.port, host: config.host });
+  }
+  let stopping: Promise<void> | undefined;
+  return {
+    ctx,
+    server,
+    ownerKey,
+    stop() {
+      // Finish in-flight requests, then stop workers, then close the database.
+      stopping ??= (async () => {
+        await server?.close();
+        await ctx.queue.stop();
+        await ctx.database.close();
+      })();
+      return stopping;
+    },
+  };
+}

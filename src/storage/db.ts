@@ -1,0 +1,80 @@
+import fs from 'node:fs/promises';
+import { PGlite } from '@electric-sql/pglite';
+import { CamelCasePlugin, Kysely, Migrator, PostgresDialect, type Transaction } from 'kysely';
+import pg from 'pg';
+import { migrationProvider } from './migrations/index.js';
+import { PgliteDialect, PgliteMutex } from './pglite-dialect.js';
+import type { DB } from './schema.js';
+
+export type Db = Kysely<DB>;
+export type Tx = Transaction<DB>;
+
+/** The database handle: Kysely plus what the queue and the listeners need underneath. */
+export interface Database {
+  kind: 'pglite' | 'postgres';
+  db: Db;
+  /** Runs raw SQL for pg-boss on the same database (PGlite: through the same mutex). */
+  executeSql(text: string, values?: unknown[]): Promise<{ rows: unknown[] }>;
+  connectionString: string | undefined;
+  pglite: PGlite | undefined;
+  close(): Promise<void>;
+}
+
+// pg hands int8/numeric back as strings; we only store counters and sizes well below 2^53.
+pg.types.setTypeParser(20, (v) => Number(v));
+
+export async function openDatabase(opts: { databaseUrl?: string; dataDir?: string; poolSize?: number }): Promise<Database> {
+  if (opts.databaseUrl) {
+    const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: opts.poolSize ?? 10 });
+    // An idle client that errors (server restart) must not crash the process.
+    pool.on('error', () => {});
+    const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }), plugins: [new CamelCasePlugin()] });
+    return {
+      kind: 'postgres',
+      db,
+      connectionString: opts.databaseUrl,
+      pglite: undefined,
+      async executeSql(text, values) {
+        return pool.query(text, values as unknown[]);
+      },
+      async close() {
+        await db.destroy();
+      },
+    };
+  }
+  let dataDir: string | undefined;
+  if (opts.dataDir) {
+    dataDir = opts.dataDir;
+    await fs.mkdir(dataDir, { recursive: true });
+  }
+  const pglite = new PGlite(dataDir);
+  await pglite.waitReady;
+  const mutex = new PgliteMutex();
+  const db = new Kysely<DB>({ dialect: new PgliteDialect(pglite, mutex), plugins: [new CamelCasePlugin()] });
+  return {
+    kind: 'pglite',
+    db,
+    connectionString: undefined,
+    pglite,
+    executeSql(text, values) {
+      return mutex.run(async () => {
+        if (values && values.length > 0) return pglite.query(text, values as unknown[]);
+        const results = await pglite.exec(text);
+        return results.at(-1) ?? { rows: [] };
+      });
+    },
+    async close() {
+      await db.destroy();
+      await mutex.run(() => pglite.close());
+    },
+  };
+}
+
+export async function migrate(db: Db): Promise<void> {
+  const migrator = new Migrator({ db, provider: migrationProvider, migrationTableName: 'hl_migrations', migrationLockTableName: 'hl_migrations_lock' });
+  const { error, results } = await migrator.migrateToLatest();
+  const failed = results?.find((r) => r.status === 'Error');
+  if (error || failed) {
+    throw new Error(`database migration ${failed?.migrationName ?? ''} failed: ${String((error as Error)?.message ?? error)}`);
+  }
+}
