@@ -1,0 +1,250 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
+
+let t: TestServer;
+let key: string;
+beforeAll(async () => {
+  t = await startTestServer();
+  key = (await t.org()).key;
+});
+afterAll(async () => t?.close());
+
+const post = (path: string, body: unknown, k = key) => t.call('POST', path, { key: k, body });
+const get = (path: string, k = key) => t.call('GET', path, { key: k });
+const patch = (path: string, body: unknown, k = key) => t.call('PATCH', path, { key: k, body });
+const del = (path: string, k = key) => t.call('DELETE', path, { key: k });
+
+describe('organizations', () => {
+  it('creates with a key shown once, returnIfExist returns it without a key, a taken slug is 409', async () => {
+    const created = await t.call('POST', '/v1/organization/create', { body: { name: 'Acme', slug: 'acme-co' } });
+    expect(created.status).toBe(200);
+    expect(created.body.data).toMatchObject({ slug: 'acme-co', name: 'Acme' });
+    expect(created.body.data.id).toMatch(/^org-/);
+    expect(created.body.data.apiKey).toMatch(/^dk-[A-Za-z0-9]{40}$/);
+
+    const again = await t.call('POST', '/v1/organization/create', { body: { name: 'Acme', slug: 'acme-co', returnIfExist: true } });
+    expect(again.status).toBe(200);
+    expect(again.body.data.id).toBe(created.body.data.id);
+    expect(again.body.data.apiKey).toBeUndefined();
+
+    const taken = await t.call('POST', '/v1/organization/create', { body: { name: 'Acme', slug: 'acme-co' } });
+    expect(taken.status).toBe(409);
+    expect(taken.body).toMatchObject({ success: false, code: 'slug_taken' });
+  });
+
+  it("refuses another owner's slug even with returnIfExist", async () => {
+    const { createUser } = await import('../../src/core/keys.js');
+    const second = await createUser(t.ctx, 'second@example.com');
+    await t.call('POST', '/v1/organization/create', { body: { name: 'Mine', slug: 'mine-only' } });
+    const res = await t.call('POST', '/v1/organization/create', { key: second.apiKey, body: { name: 'x', slug: 'mine-only', returnIfExist: true } });
+    expect(res.status).toBe(409);
+    // Nor can that user rename it: it is not theirs (404, never revealed).
+    const upd = await t.call('PATCH', '/v1/organization/mine-only', { key: second.apiKey, body: { name: 'stolen' } });
+    expect(upd.status).toBe(404);
+  });
+
+  it('updates name and slug by id or slug; {} changes nothing', async () => {
+    const org = (await t.call('POST', '/v1/organization/create', { body: { name: 'Old', slug: 'old-slug' } })).body.data;
+    const byId = await t.call('PATCH', `/v1/organization/${org.id}`, { body: { name: 'New' } });
+    expect(byId.body.data).toMatchObject({ id: org.id, name: 'New', slug: 'old-slug' });
+    const bySlug = await t.call('PATCH', '/v1/organization/old-slug', { body: { slug: 'new-slug' } });
+    expect(bySlug.body.data.slug).toBe('new-slug');
+    const empty = await t.call('PATCH', '/v1/organization/new-slug', { body: {} });
+    expect(empty.status).toBe(200);
+    expect(empty.body.data).toMatchObject({ name: 'New', slug: 'new-slug' });
+    const collide = await t.call('PATCH', '/v1/organization/new-slug', { body: { slug: 'acme-co' } });
+    expect(collide.status).toBe(409);
+  });
+
+  it('keys: none → 401, unknown → 401, org key on organization endpoints → 403, user key elsewhere → 403', async () => {
+    expect((await t.call('POST', '/v1/organization/create', { key: '', body: { name: 'a', slug: 'a' } })).status).toBe(401);
+    expect((await t.call('POST', '/v1/organization/create', { key: 'dk-unknownunknownunknownunknownunknown1234', body: { name: 'a', slug: 'a' } })).status).toBe(401);
+    const forbidden = await t.call('POST', '/v1/organization/create', { key, body: { name: 'a', slug: 'a' } });
+    expect(forbidden.status).toBe(403);
+    expect(forbidden.body.success).toBe(false);
+    expect((await t.call('GET', '/v1/app/list', { key: t.userKey })).status).toBe(403);
+  });
+
+  it('validates slugs and names', async () => {
+    for (const slug of ['Upper', 'a--b', '-a', 'a-', 'a_b', '', 'x'.repeat(65)]) {
+      const res = await t.call('POST', '/v1/organization/create', { body: { name: 'n', slug } });
+      expect(res.status, slug).toBe(400);
+    }
+    expect((await t.call('POST', '/v1/organization/create', { body: { name: '', slug: 'ok-slug' } })).status).toBe(400);
+    expect((await t.call('POST', '/v1/organization/create', { body: { name: 'x'.repeat(257), slug: 'ok-slug' } })).status).toBe(400);
+  });
+});
+
+describe('apps', () => {
+  it('creates with defaults, a default unlimited access group, and masked credentials', async () => {
+    const res = await post('/v1/app/create', {
+      slug: 'agent',
+      type: 'claude',
+      name: 'Agent',
+      credentials: [{ type: 'static_bearer', mcp_server_url: 'https://mcp.example.com/mcp', token: 'lin_api_secret_token_1234' }],
+    });
+    expect(res.status).toBe(200);
+    const app = res.body.data;
+    expect(app).toMatchObject({ slug: 'agent', name: 'Agent', type: 'claude', status: 'active', headVersionId: null });
+    expect(app.credentials).toEqual([{ type: 'static_bearer', mcp_server_url: 'https://mcp.example.com/mcp', token: 'lin_...1234' }]);
+    const group = await get(`/v1/access_group/${app.defaultAccessGroupId}`);
+    expect(group.body.data).toMatchObject({ appId: app.id, isDefault: true, limit: null });
+    // At rest the token is encrypted, not stored in the clear.
+    const row = await t.ctx.db.selectFrom('apps').select('credentials').where('id', '=', app.id).executeTakeFirstOrThrow();
+    expect(row.credentials).not.toContain('lin_api_secret_token_1234');
+  });
+
+  it('limit creates a limited default group; returnIfExist; slug collision 409; get by id or slug', async () => {
+    const res = await post('/v1/app/create', { slug: 'limited', type: 'openclaw', limit: { amount: 5, interval: 'daily', message: 'Out of credits' } });
+    const app = res.body.data;
+    const group = (await get(`/v1/access_group/${app.defaultAccessGroupId}`)).body.data;
+    expect(group).toMatchObject({ limit: 5, limitReset: 'daily', limitMessage: 'Out of credits', isDefault: true });
+    expect((await post('/v1/app/create', { slug: 'limited', type: 'claude' })).status).toBe(409);
+    const again = await post('/v1/app/create', { slug: 'limited', type: 'claude', returnIfExist: true });
+    expect(again.status).toBe(200);
+    expect(again.body.data.id).toBe(app.id);
+    expect((await get(`/v1/app/${app.id}`)).body.data.slug).toBe('limited');
+    expect((await get('/v1/app/limited')).body.data.id).toBe(app.id);
+    expect((await get('/v1/app/app-doesnotexist0000')).status).toBe(404);
+  });
+
+  it('rejects unknown type, wrong types and unknown fields', async () => {
+    expect((await post('/v1/app/create', { slug: 'x1', type: 'gpt' })).status).toBe(400);
+    expect((await post('/v1/app/create', { slug: 'x1' })).status).toBe(400);
+    const unknown = await post('/v1/app/create', { slug: 'x1', type: 'claude', colour: 'red' });
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.error).toContain('colour');
+    expect((await post('/v1/app/create', { slug: 'x1', type: 'claude', limit: { amount: '3', interval: 'daily' } })).status).toBe(400);
+    expect((await post('/v1/app/create', { slug: 'x1', type: 'claude', limit: { amount: 0, interval: 'daily' } })).status).toBe(400);
+    expect((await post('/v1/app/create', { slug: 'x1', type: 'claude', limit: { amount: 1.5, interval: 'daily' } })).status).toBe(400);
+    expect((await post('/v1/app/create', { slug: 'x1', type: 'claude', limit: { amount: 2 ** 31, interval: 'daily' } })).status).toBe(400);
+    expect((await get('/v1/app/x1')).status).toBe(404);
+  });
+
+  it('updates slug and name partially; {} is a no-op', async () => {
+    const app = (await post('/v1/app/create', { slug: 'rename-me', type: 'claude' })).body.data;
+    const upd = await patch(`/v1/app/${app.id}`, { slug: 'renamed' });
+    expect(upd.body.data).toMatchObject({ slug: 'renamed', name: 'rename-me' });
+    expect((await patch('/v1/app/renamed', {})).body.data.slug).toBe('renamed');
+    expect((await patch('/v1/app/renamed', { slug: 'agent' })).status).toBe(409);
+  });
+
+  it('lists newest first with pagination and the true total', async () => {
+    const org = await t.org();
+    for (const slug of ['a1', 'a2', 'a3']) await post('/v1/app/create', { slug, type: 'claude' }, org.key);
+    const p1 = await get('/v1/app/list?pageSize=2', org.key);
+    expect(p1.body.data).toMatchObject({ page: 1, pageSize: 2, total: 3 });
+    expect(p1.body.data.items.map((a: any) => a.slug)).toEqual(['a3', 'a2']);
+    const p2 = await get('/v1/app/list?page=2&pageSize=2', org.key);
+    expect(p2.body.data.items.map((a: any) => a.slug)).toEqual(['a1']);
+    const past = await get('/v1/app/list?page=9', org.key);
+    expect(past.body.data).toMatchObject({ items: [], total: 3 });
+    const filtered = await get('/v1/app/list?appId=a2', org.key);
+    expect(filtered.body.data.items.map((a: any) => a.slug)).toEqual(['a2']);
+    for (const bad of ['page=0', 'page=-1', 'pageSize=101', 'pageSize=0', 'pageSize=1.5', 'page=abc']) {
+      expect((await get(`/v1/app/list?${bad}`, org.key)).status, bad).toBe(400);
+    }
+  });
+
+  it('delete answers deleting at once, leaves lists, frees the slug, then 404', async () => {
+    const org = await t.org();
+    const app = (await post('/v1/app/create', { slug: 'doomed', type: 'claude' }, org.key)).body.data;
+    await post('/v1/profile/create', { appId: app.id, identifier: 'u1' }, org.key);
+    const res = await del(`/v1/app/${app.id}`, org.key);
+    expect(res.body.data).toEqual({ id: app.id, status: 'deleting' });
+    expect((await get('/v1/app/list', org.key)).body.data.total).toBe(0);
+    await eventually(async () => (await get(`/v1/app/${app.id}`, org.key)).status === 404, 'app deletion job');
+    const profiles = await t.ctx.db.selectFrom('profiles').select('id').where('appId', '=', app.id).execute();
+    expect(profiles).toEqual([]);
+    expect((await post('/v1/app/create', { slug: 'doomed', type: 'claude' }, org.key)).status).toBe(200);
+  });
+});
+
+describe('access groups', () => {
+  it('create, get, list, update (limit null = unlimited), delete moves profiles to the default group', async () => {
+    const app = (await post('/v1/app/create', { slug: 'groups', type: 'claude' })).body.data;
+    const created = await post('/v1/access_group/create', { appId: 'groups', name: 'Pro', limit: 100, limitReset: 'monthly', limitMessage: 'Upgrade' });
+    expect(created.status).toBe(200);
+    const g = created.body.data;
+    expect(g).toMatchObject({ appId: app.id, name: 'Pro', limit: 100, limitReset: 'monthly', limitMessage: 'Upgrade', isDefault: false });
+    expect(g.id).toMatch(/^ag-/);
+    const list = await get(`/v1/access_group/list?appId=${app.id}`);
+    expect(list.body.data.total).toBe(2);
+    expect((await patch(`/v1/access_group/${g.id}`, { limit: null })).body.data.limit).toBeNull();
+    expect((await patch(`/v1/access_group/${g.id}`, { limit: 7, limitReset: 'yearly' })).body.data).toMatchObject({ limit: 7, limitReset: 'yearly' });
+    expect((await patch(`/v1/access_group/${g.id}`, {})).body.data.name).toBe('Pro');
+    expect((await patch(`/v1/access_group/${g.id}`, { limitReset: 'weekly' })).status).toBe(400);
+    expect((await post('/v1/access_group/create', { appId: app.id, name: 'x', limit: 0, limitReset: 'daily' })).status).toBe(400);
+    expect((await post('/v1/access_group/create', { appId: app.id, name: 'x', limitReset: 'daily' })).status).toBe(400);
+
+    const profile = (await post('/v1/profile/create', { appId: app.id, identifier: 'pro-user', accessGroupId: g.id })).body.data;
+    expect(profile.accessGroupId).toBe(g.id);
+    expect(profile.usage).toMatchObject({ used: 0, limit: 7 });
+    expect(new Date(profile.usage.resetsAt).toISOString()).toBe(`${new Date().getUTCFullYear() + 1}-01-01T00:00:00.000Z`);
+
+    expect((await del(`/v1/access_group/${app.defaultAccessGroupId}`)).status).toBe(400);
+    expect((await del(`/v1/access_group/${g.id}`)).body.data).toEqual({ id: g.id, deleted: true });
+    expect((await get(`/v1/access_group/${g.id}`)).status).toBe(404);
+    const moved = await get(`/v1/profile/${profile.id}`);
+    expect(moved.body.data.accessGroupId).toBe(app.defaultAccessGroupId);
+    expect(moved.body.data.usage).toEqual({ used: 0, limit: null, resetsAt: null });
+  });
+});
+
+describe('profiles', () => {
+  it('create, get by id or identifier, update, metadata null clears, returnIfExist, delete', async () => {
+    const app = (await post('/v1/app/create', { slug: 'profiles', type: 'claude' })).body.data;
+    const res = await post('/v1/profile/create', { appId: 'profiles', identifier: 'alice@example.com', metadata: { plan: 'free' } });
+    expect(res.status).toBe(200);
+    const p = res.body.data;
+    expect(p).toMatchObject({ appId: app.id, identifier: 'alice@example.com', accessGroupId: app.defaultAccessGroupId, metadata: { plan: 'free' }, headStateId: null, baseVersionId: null, usage: { used: 0, limit: null, resetsAt: null } });
+    expect(p.id).toMatch(/^prof-/);
+    expect((await post('/v1/profile/create', { appId: app.id, identifier: 'alice@example.com' })).status).toBe(409);
+    expect((await post('/v1/profile/create', { appId: app.id, identifier: 'alice@example.com', returnIfExist: true })).body.data.id).toBe(p.id);
+    expect((await get(`/v1/profile/${p.id}`)).body.data.id).toBe(p.id);
+    expect((await get(`/v1/profile/alice@example.com?appId=profiles`)).body.data.id).toBe(p.id);
+    // Without appId the path is a display id only.
+    expect((await get(`/v1/profile/alice@example.com`)).status).toBe(404);
+    expect((await patch(`/v1/profile/${p.id}`, { metadata: { plan: 'pro', n: 1 } })).body.data.metadata).toEqual({ plan: 'pro', n: 1 });
+    expect((await patch(`/v1/profile/${p.id}`, {})).body.data.metadata).toEqual({ plan: 'pro', n: 1 });
+    expect((await patch(`/v1/profile/${p.id}`, { metadata: null })).body.data.metadata).toBeNull();
+    expect((await patch(`/v1/profile/${p.id}`, { identifier: 'alice2' })).body.data.identifier).toBe('alice2');
+    expect((await patch(`/v1/profile/${p.id}`, { accessGroupId: 'ag-nope' })).status).toBe(404);
+    expect((await patch(`/v1/profile/${p.id}`, { metadata: [1] })).status).toBe(400);
+    const list = await get(`/v1/profile/list?appId=${app.id}`);
+    expect(list.body.data.items.map((x: any) => x.id)).toEqual([p.id]);
+
+    const gone = await del(`/v1/profile/${p.id}`);
+    expect(gone.body.data).toEqual({ id: p.id, status: 'deleting' });
+    expect((await get(`/v1/profile/list?appId=${app.id}`)).body.data.total).toBe(0);
+    await eventually(async () => (await get(`/v1/profile/${p.id}`)).status === 404, 'profile deletion job');
+    // The identifier is free again.
+    expect((await post('/v1/profile/create', { appId: app.id, identifier: 'alice2' })).status).toBe(200);
+  });
+
+  it('rejects identifiers out of range and groups of another app', async () => {
+    const a = (await post('/v1/app/create', { slug: 'pa', type: 'claude' })).body.data;
+    const b = (await post('/v1/app/create', { slug: 'pb', type: 'claude' })).body.data;
+    expect((await post('/v1/profile/create', { appId: a.id, identifier: '' })).status).toBe(400);
+    expect((await post('/v1/profile/create', { appId: a.id, identifier: 'x'.repeat(257) })).status).toBe(400);
+    expect((await post('/v1/profile/create', { appId: a.id, identifier: 'u', accessGroupId: b.defaultAccessGroupId })).status).toBe(404);
+    expect((await post('/v1/profile/create', { appId: 'no-such-app', identifier: 'u' })).status).toBe(404);
+  });
+});
+
+describe('Idempotency-Key', () => {
+  it('replays the first reply, refuses another body, and scopes keys per path', async () => {
+    const headers = { 'idempotency-key': 'create-app-1' };
+    const first = await t.call('POST', '/v1/app/create', { key, body: { slug: 'idem', type: 'claude' }, headers });
+    const again = await t.call('POST', '/v1/app/create', { key, body: { slug: 'idem', type: 'claude' }, headers });
+    expect(again.status).toBe(200);
+    expect(again.body).toEqual(first.body);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    const other = await t.call('POST', '/v1/app/create', { key, body: { slug: 'idem-2', type: 'claude' }, headers });
+    expect(other.status).toBe(409);
+    expect(other.body.code).toBe('idempotency_key_reused');
+    const apps = await t.ctx.db.selectFrom('apps').select('id').where('slug', 'in', ['idem', 'idem-2']).execute();
+    expect(apps).toHaveLength(1);
+    expect((await t.call('POST', '/v1/app/create', { key, body: { slug: 'idem', type: 'claude' }, headers: { 'idempotency-key': 'x'.repeat(256) } })).status).toBe(400);
+  });
+});
