@@ -1,0 +1,107 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import net from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cloneTemplate, type TestDatabase } from './helpers/databases.js';
+
+const BIN = path.resolve('bin/harnesslayer.mjs');
+let db: TestDatabase;
+
+beforeAll(async () => {
+  db = await cloneTemplate();
+});
+afterAll(async () => db?.drop());
+
+function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    HARNESSLAYER_DATA_DIR: db.dataDir,
+    ...(db.databaseUrl ? { DATABASE_URL: db.databaseUrl } : {}),
+    ...extra,
+  };
+}
+
+async function run(args: string[], extra: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: env(extra) });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const [code] = await once(child, 'exit');
+  return { code, stdout, stderr };
+}
+
+async function freePort(): Promise<number> {
+  const srv = net.createServer().listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const port = (srv.address() as net.AddressInfo).port;
+  srv.close();
+  return port;
+}
+
+describe('harnesslayer CLI', () => {
+  it('--help on every command', async () => {
+    for (const args of [['--help'], ['serve', '--help'], ['user', '--help'], ['user', 'create', '--help']]) {
+      const res = await run(args);
+      expect(res.code, args.join(' ')).toBe(0);
+      expect(res.stdout).toContain('Usage: harnesslayer');
+    }
+    const top = await run(['--help']);
+    expect(top.stdout).toMatch(/serve/);
+    expect(top.stdout).toMatch(/user/);
+  });
+
+  it('user create prints a working user key', async () => {
+    const res = await run(['user', 'create', '--email', 'ops@example.com']);
+    expect(res.code, res.stderr).toBe(0);
+    const key = /dk-[A-Za-z0-9]{40}/.exec(res.stdout)?.[0];
+    expect(key).toBeDefined();
+
+    // serve: answers /healthz, accepts that key, and ensures HARNESSLAYER_USER_KEY.
+    const port = await freePort();
+    const bootstrap = 'dk-BootstrapKey00000000000000000000000000';
+    const child = spawn(process.execPath, [BIN, 'serve'], { env: env({ PORT: String(port), HARNESSLAYER_USER_KEY: bootstrap }) });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const check = () => (out.includes('listening on') ? resolve() : undefined);
+        child.stdout.on('data', check);
+        child.once('exit', (code) => reject(new Error(`serve exited ${code}: ${out}`)));
+      });
+      const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+      expect(health.status).toBe(200);
+      expect(await health.json()).toMatchObject({ success: true, data: { status: 'ok' } });
+      for (const k of [key!, bootstrap]) {
+        const res = await fetch(`http://127.0.0.1:${port}/v1/organization/create`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${k}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ name: 'CLI', slug: `cli-${k.slice(3, 9).toLowerCase()}` }),
+        });
+        expect(res.status).toBe(200);
+      }
+      // Users already exist, so no owner key is printed.
+      expect(out).not.toContain('First start');
+    } finally {
+      child.kill('SIGTERM');
+      const [code] = await once(child, 'exit');
+      expect(code).toBe(0);
+    }
+  });
+
+  it('refuses a split role on the embedded database with a message that says what to do', async () => {
+    if (db.databaseUrl) {
+      // On PostgreSQL the split roles are allowed: check that a bad role is refused instead.
+      const res = await run(['serve', '--role', 'nope']);
+      expect(res.code).not.toBe(0);
+      expect(res.stderr).toMatch(/all, api, worker/);
+      return;
+    }
+    const res = await run(['serve', '--role', 'worker']);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain('needs DATABASE_URL');
+  });
+});
