@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { inject } from 'vitest';
 
 /**
  * Which database the suite runs on: PGlite by default; PostgreSQL when
@@ -11,8 +12,6 @@ import pg from 'pg';
  */
 export const TEST_PG_URL = process.env.HARNESSLAYER_TEST_DATABASE_URL || undefined;
 export const TEST_DB_KIND: 'pglite' | 'postgres' = TEST_PG_URL ? 'postgres' : 'pglite';
-export const TEMPLATE_DIR = path.join(os.tmpdir(), `harnesslayer-test-template-${process.getuid?.() ?? 0}`);
-export const TEMPLATE_DB = 'harnesslayer_template';
 
 export function databaseUrl(base: string, name: string): string {
   const url = new URL(base);
@@ -30,14 +29,14 @@ export interface TestDatabase {
 export async function cloneTemplate(): Promise<TestDatabase> {
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-test-'));
   if (!TEST_PG_URL) {
-    await fs.cp(TEMPLATE_DIR, path.join(dataDir, 'db'), { recursive: true });
+    await fs.cp(inject('template').dir, path.join(dataDir, 'db'), { recursive: true });
     return { dataDir, drop: () => fs.rm(dataDir, { recursive: true, force: true }) };
   }
   const name = `harnesslayer_t_${randomBytes(6).toString('hex')}`;
   const admin = new pg.Client({ connectionString: TEST_PG_URL });
   await admin.connect();
   try {
-    await admin.query(`create database ${name} template ${TEMPLATE_DB}`);
+    await admin.query(`create database ${name} template ${inject('template').db}`);
   } finally {
     await admin.end();
   }

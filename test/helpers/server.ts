@@ -8,7 +8,7 @@ import { cloneTemplate, type TestDatabase } from './databases.js';
 export interface ApiReply<T = any> {
   status: number;
   body: { success: boolean; data: T; error: string; code?: string; details?: unknown };
-  headers: Record<string, string | string[] | undefined>;
+  headers: Record<string, string | string[] | number | undefined>;
 }
 
 export interface TestServer {
