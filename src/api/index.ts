@@ -5,6 +5,10 @@ import { accessGroupRoutes } from './access-groups.js';
 import { appRoutes } from './apps.js';
 import { organizationRoutes } from './organizations.js';
 import { profileRoutes } from './profiles.js';
+import { channelRoutes } from './channels.js';
+import { recordRoutes } from './records.js';
+import { sessionRoutes } from './sessions.js';
+import { webhookRoutes } from './webhooks.js';
 
 export type Api = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, TypeBoxTypeProvider>;
 
@@ -14,4 +18,8 @@ export async function registerRoutes(app: Api, ctx: Ctx): Promise<void> {
   appRoutes(app, ctx);
   accessGroupRoutes(app, ctx);
   profileRoutes(app, ctx);
+  channelRoutes(app, ctx);
+  sessionRoutes(app, ctx);
+  webhookRoutes(app, ctx);
+  recordRoutes(app, ctx);
 }
