@@ -77,7 +77,8 @@ export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
       throw new ConflictError('A request with this Idempotency-Key is still in progress; retry shortly.', 'idempotency_in_progress');
     }
     reply.header('idempotent-replayed', 'true');
-    return reply.status(prior.statusCode).send(prior.response);
+    const sealed = (prior.response as { sealed: string }).sealed;
+    return reply.status(prior.statusCode).type('application/json').send(ctx.secrets.decrypt(sealed));
   });
 
   app.addHook('onSend', async (request, reply, payload) => {
@@ -101,7 +102,8 @@ export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
         .execute();
       return payload;
     }
-    await where.set({ statusCode: reply.statusCode, response: payload }).execute();
+    // Replies can hold secrets shown once (keys, webhook secrets): keep them encrypted.
+    await where.set({ statusCode: reply.statusCode, response: JSON.stringify({ sealed: ctx.secrets.encrypt(payload) }) }).execute();
     return payload;
   });
 }

@@ -243,6 +243,9 @@ describe('Idempotency-Key', () => {
     const other = await t.call('POST', '/v1/app/create', { key, body: { slug: 'idem-2', type: 'claude' }, headers });
     expect(other.status).toBe(409);
     expect(other.body.code).toBe('idempotency_key_reused');
+    // The kept reply is encrypted at rest: one-time secrets in it never sit in the clear.
+    const kept = await t.ctx.db.selectFrom('idempotencyKeys').select('response').where('idempotencyKey', '=', 'create-app-1').executeTakeFirstOrThrow();
+    expect(JSON.stringify(kept.response)).not.toContain(first.body.data.id);
     const apps = await t.ctx.db.selectFrom('apps').select('id').where('slug', 'in', ['idem', 'idem-2']).execute();
     expect(apps).toHaveLength(1);
     expect((await t.call('POST', '/v1/app/create', { key, body: { slug: 'idem', type: 'claude' }, headers: { 'idempotency-key': 'x'.repeat(256) } })).status).toBe(400);
