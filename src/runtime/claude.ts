@@ -1,0 +1,289 @@
+/**
+ * The `claude` runtime: one turn of the real Claude Agent SDK (`query()`, which runs the
+ * bundled Claude Code binary as a child process) in a working directory, mapped to our
+ * events. See README.md here and ../shared/notes/runtimes.md §1 for the SDK's behaviour.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { query, type Options, type SDKMessage, type SDKResultMessage, type SDKUserMessage } from '@anthropic-ai/claude-agent-sdk';
+import { savedUsage, totalsOf } from './claude-transcript.js';
+import { ZERO_USAGE, type EventSink, type FinalStatus, type Usage } from './events.js';
+
+export { exportTranscript, importTranscript, projectDirName } from './claude-transcript.js';
+
+export interface TurnImage {
+  mediaType: string;
+  /** Base64, no data: prefix. */
+  data: string;
+}
+
+export interface McpCredential {
+  name: string;
+  url: string;
+  token: string;
+}
+
+export interface ClaudeTurnOptions {
+  cwd: string;
+  /** CLAUDE_CONFIG_DIR (and HOME) of the profile: config, transcripts, temp files. */
+  configDir: string;
+  prompt: string;
+  images?: TurnImage[];
+  resumeSessionId?: string;
+  mcpServers?: McpCredential[];
+  /**
+   * Tools allowed beyond edits in cwd (e.g. `Bash(npm test:*)`). Claude Code ignores the
+   * allow rules of an untrusted workspace's .claude/settings.json, so the caller passes them.
+   */
+  allowedTools?: string[];
+  anthropicBaseUrl?: string;
+  anthropicApiKey: string;
+  model?: string;
+  /** Retries of failed model calls inside Claude Code (its default is 10, with backoff). */
+  maxRetries?: number;
+  /** Stop: the turn ends `stopped`, keeping what was streamed. */
+  abortSignal?: AbortSignal;
+  /** The turn ends `failed` (code `timeout`) after this long. */
+  timeoutMs?: number;
+  onEvent?: EventSink;
+  /** Claude Code's diagnostics, for the run log. */
+  onStderr?: (data: string) => void;
+}
+
+export interface ClaudeTurnResult {
+  status: FinalStatus;
+  /** The final assistant text; for a stopped or failed turn, the text streamed so far. */
+  output: string;
+  error: string | null;
+  usage: Usage;
+  /** Claude Code's session id: pass it as `resumeSessionId` next turn. */
+  sdkSessionId: string | null;
+}
+
+/** How long an interrupt may take before the child process is killed. */
+const STOP_GRACE_MS = 5_000;
+
+export async function runClaudeTurn(opts: ClaudeTurnOptions): Promise<ClaudeTurnResult> {
+  if (opts.abortSignal?.aborted) {
+    return { status: 'stopped', output: '', error: null, usage: { ...ZERO_USAGE }, sdkSessionId: opts.resumeSessionId ?? null };
+  }
+  const emit: EventSink = opts.onEvent ?? (() => {});
+  const baseline = opts.resumeSessionId ? await savedUsage(opts.configDir, opts.cwd, opts.resumeSessionId) : { ...ZERO_USAGE };
+  const tmpDir = path.join(opts.configDir, 'tmp');
+  await fs.mkdir(tmpDir, { recursive: true });
+
+  // Streaming input (needed for image blocks). The input stays open until the turn's result:
+  // closing it earlier would close stdin under the CLI while it still talks to the SDK.
+  let endInput!: () => void;
+  const inputEnded = new Promise<void>((resolve) => (endInput = resolve));
+  async function* input(): AsyncGenerator<SDKUserMessage> {
+    yield { type: 'user', parent_tool_use_id: null, message: { role: 'user', content: userContent(opts.prompt, opts.images) } };
+    await inputEnded;
+  }
+
+  const abortController = new AbortController();
+  const q = query({ prompt: input(), options: sdkOptions(opts, tmpDir, abortController) });
+  const turn = new TurnMapper(emit);
+  let ending: 'stopped' | 'timeout' | null = null;
+  let graceTimer: NodeJS.Timeout | undefined;
+  const interrupt = (why: 'stopped' | 'timeout') => {
+    if (ending || turn.result) return;
+    ending = why;
+    // interrupt() ends the turn cleanly and keeps the transcript resumable; abort() kills.
+    q.interrupt().catch(() => abortController.abort());
+    graceTimer = setTimeout(() => abortController.abort(), STOP_GRACE_MS);
+  };
+  const onAbort = () => interrupt('stopped');
+  opts.abortSignal?.addEventListener('abort', onAbort, { once: true });
+  const timer = opts.timeoutMs ? setTimeout(() => interrupt('timeout'), opts.timeoutMs) : undefined;
+
+  let crash: unknown = null;
+  try {
+    for await (const message of q) {
+      turn.handle(message);
+      if (message.type === 'result') endInput();
+    }
+  } catch (err) {
+    // After an error result the SDK also throws when the process exits: already handled.
+    if (!turn.result) crash = err;
+  } finally {
+    clearTimeout(timer);
+    clearTimeout(graceTimer);
+    opts.abortSignal?.removeEventListener('abort', onAbort);
+    endInput();
+    q.close();
+  }
+
+  const result = turn.result;
+  const usage = result ? usageSince(baseline, result) : turn.streamUsage;
+  const base = { output: turn.lastText, usage, sdkSessionId: turn.sessionId ?? opts.resumeSessionId ?? null };
+  if (result && result.subtype === 'success' && !result.is_error) {
+    return { ...base, status: 'completed', output: result.result || turn.lastText, error: null };
+  }
+  if (ending === 'stopped') return { ...base, status: 'stopped', error: null };
+  const [message, code] =
+    ending === 'timeout'
+      ? [`The turn timed out after ${opts.timeoutMs} ms.`, 'timeout']
+      : result
+        ? [resultError(result), result.subtype === 'success' ? 'api_error' : result.subtype]
+        : [`Claude Code failed: ${crash instanceof Error ? crash.message : String(crash)}`, 'runtime_error'];
+  if (!turn.errorEmitted || ending === 'timeout') emit({ type: 'error', data: { message, code } });
+  return { ...base, status: 'failed', error: message };
+}
+
+function sdkOptions(opts: ClaudeTurnOptions, tmpDir: string, abortController: AbortController): Options {
+  const mcpServers = Object.fromEntries(
+    (opts.mcpServers ?? []).map((s) => [s.name, { type: 'http' as const, url: s.url, headers: { Authorization: `Bearer ${s.token}` } }]),
+  );
+  return {
+    cwd: opts.cwd,
+    env: childEnv(opts, tmpDir),
+    abortController,
+    resume: opts.resumeSessionId,
+    model: opts.model,
+    // Only the app's own settings (CLAUDE.md, .claude/), never the host's ~/.claude.
+    settingSources: ['project'],
+    systemPrompt: { type: 'preset', preset: 'claude_code' },
+    // Edits inside cwd run without asking; anything else that would ask is denied at once
+    // (nobody can answer a prompt). bypassPermissions is refused as root outside a sandbox.
+    permissionMode: 'acceptEdits',
+    permissionPrompts: 'none',
+    // The app's credentials are its own MCP servers: their tools need no approval.
+    allowedTools: [...(opts.allowedTools ?? []), ...Object.keys(mcpServers).map((name) => `mcp__${name}`)],
+    mcpServers,
+    // Headers over stdin, not argv, so other users of the machine cannot read tokens in `ps`.
+    mcpServersDelivery: 'initialize',
+    strictMcpConfig: true,
+    includePartialMessages: true,
+    stderr: opts.onStderr,
+  };
+}
+
+/**
+ * The child's whole environment (the SDK's `env` replaces, never merges): no server secret
+ * (DATABASE_URL, HARNESSLAYER_SECRET, AWS keys...) reaches the agent's tools, only the model
+ * key, and HOME/TMPDIR point into the profile's own config dir.
+ */
+function childEnv(opts: ClaudeTurnOptions, tmpDir: string): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+    HOME: opts.configDir,
+    CLAUDE_CONFIG_DIR: opts.configDir,
+    TMPDIR: tmpDir,
+    CLAUDE_CODE_TMPDIR: tmpDir,
+    LANG: process.env.LANG ?? 'C.UTF-8',
+    ANTHROPIC_API_KEY: opts.anthropicApiKey,
+    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    DISABLE_TELEMETRY: '1',
+    DISABLE_ERROR_REPORTING: '1',
+    DISABLE_AUTOUPDATER: '1',
+    DISABLE_UPDATES: '1',
+    CLAUDE_AGENT_SDK_CLIENT_APP: 'harnesslayer',
+  };
+  if (process.env.SHELL) env.SHELL = process.env.SHELL;
+  if (opts.anthropicBaseUrl) env.ANTHROPIC_BASE_URL = opts.anthropicBaseUrl;
+  if (opts.maxRetries !== undefined) env.CLAUDE_CODE_MAX_RETRIES = String(opts.maxRetries);
+  return env;
+}
+
+type InputBlock =
+  | { type: 'text'; text: string }
+  | { type: 'image'; source: { type: 'base64'; media_type: string; data: string } };
+
+function userContent(prompt: string, images: TurnImage[] = []): SDKUserMessage['message']['content'] {
+  if (images.length === 0) return prompt;
+  const blocks: InputBlock[] = prompt ? [{ type: 'text', text: prompt }] : [];
+  for (const image of images) {
+    blocks.push({ type: 'image', source: { type: 'base64', media_type: image.mediaType, data: image.data } });
+  }
+  // The media type is checked by the caller (CONTRACT: png, jpeg, gif, webp).
+  return blocks as SDKUserMessage['message']['content'];
+}
+
+/** Turns the SDK's messages into our events, and keeps what the turn's result needs. */
+class TurnMapper {
+  sessionId: string | null = null;
+  result: SDKResultMessage | null = null;
+  /** Text of the latest assistant message that had text (the partial one after a stop). */
+  lastText = '';
+  errorEmitted = false;
+  streamUsage: Usage = { ...ZERO_USAGE };
+  private started = false;
+  private streamingId: string | null = null;
+  private lastTextId: string | null = null;
+  private readonly streamed = new Set<string>();
+
+  constructor(private readonly emit: EventSink) {}
+
+  handle(m: SDKMessage): void {
+    if ('session_id' in m && m.session_id) this.sessionId = m.session_id;
+    // Subagents' inner messages stay inside their tool call.
+    if ('parent_tool_use_id' in m && m.parent_tool_use_id) return;
+    if (m.type === 'system' && m.subtype === 'init' && !this.started) {
+      this.started = true;
+      this.emit({ type: 'status', data: { status: 'running' } });
+    } else if (m.type === 'stream_event') {
+      const ev = m.event;
+      if (ev.type === 'message_start') {
+        this.streamingId = ev.message.id;
+        const u = ev.message.usage;
+        this.streamUsage.inputTokens += u.input_tokens + (u.cache_read_input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0);
+      } else if (ev.type === 'message_delta') {
+        this.streamUsage.outputTokens += ev.usage.output_tokens;
+      } else if (ev.type === 'content_block_delta' && ev.delta.type === 'text_delta' && this.streamingId) {
+        this.streamed.add(this.streamingId);
+        this.addText(this.streamingId, ev.delta.text);
+      }
+    } else if (m.type === 'assistant') {
+      const text = m.message.content.flatMap((b) => (b.type === 'text' ? [b.text] : [])).join('');
+      if (m.error) {
+        // An API failure arrives as an assistant message holding the error text.
+        this.errorEmitted = true;
+        this.emit({ type: 'error', data: { message: text || m.error, code: m.error } });
+        return;
+      }
+      // Without stream events (the CLI's non-streaming fallback) the text arrives whole.
+      if (text && !this.streamed.has(m.message.id)) this.addText(m.message.id, text);
+      if (text) this.emit({ type: 'message', data: { role: 'assistant', content: text } });
+      for (const b of m.message.content) {
+        if (b.type === 'tool_use') this.emit({ type: 'tool.call', data: { id: b.id, name: b.name, input: b.input } });
+      }
+    } else if (m.type === 'user' && Array.isArray(m.message.content)) {
+      for (const b of m.message.content) {
+        if (b.type !== 'tool_result') continue;
+        this.emit({ type: 'tool.result', data: { toolCallId: b.tool_use_id, output: blockText(b.content), isError: b.is_error === true } });
+      }
+    } else if (m.type === 'result') {
+      this.result = m;
+    }
+  }
+
+  private addText(messageId: string, text: string): void {
+    if (messageId !== this.lastTextId) {
+      this.lastTextId = messageId;
+      this.lastText = '';
+    }
+    this.lastText += text;
+    this.emit({ type: 'text.delta', data: { text } });
+  }
+}
+
+function blockText(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  return content.map((b) => (b?.type === 'text' ? String(b.text) : `[${b?.type ?? 'block'}]`)).join('\n');
+}
+
+function resultError(result: SDKResultMessage): string {
+  if (result.subtype === 'success') return result.result || 'The model request failed.';
+  return result.errors.filter((e) => !e.startsWith('[ede_diagnostic]')).join('\n') || `Claude Code ended with ${result.subtype}.`;
+}
+
+function usageSince(baseline: Usage, result: SDKResultMessage): Usage {
+  const total = totalsOf(result.total_cost_usd, result.modelUsage as unknown as Record<string, Record<string, number>>);
+  return {
+    inputTokens: Math.max(0, total.inputTokens - baseline.inputTokens),
+    outputTokens: Math.max(0, total.outputTokens - baseline.outputTokens),
+    costUsd: Math.max(0, total.costUsd - baseline.costUsd),
+  };
+}
