@@ -21,6 +21,18 @@ export interface Config {
   maxBodyBytes: number;
   maxBundleBytes: number;
   logLevel: string;
+  /** Seconds a background job may run before it is taken for dead and retried. */
+  jobLeaseSeconds: number;
+  /** How often the queue looks for expired jobs. */
+  maintenanceIntervalSeconds: number;
+  /** Agent turns this process runs at once (0: it runs none, e.g. an API-only process). */
+  runConcurrency: number;
+  /** A running instance's lease: a worker silent for this long is taken for dead. */
+  runLeaseSeconds: number;
+  /** A turn that takes longer ends `failed` (code `timeout`). */
+  runTimeoutSeconds: number;
+  /** The model `claude` runs use; unset: Claude Code's default. */
+  claudeModel: string | undefined;
 }
 
 export class ConfigError extends Error {}
@@ -56,12 +68,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     publicUrl: (overrides.publicUrl ?? (env.HARNESSLAYER_PUBLIC_URL || `http://${host}:${port}`)).replace(/\/+$/, ''),
     userKey: overrides.userKey ?? (env.HARNESSLAYER_USER_KEY || undefined),
     secret: overrides.secret ?? (env.HARNESSLAYER_SECRET || undefined),
-    anthropicBaseUrl: env.ANTHROPIC_BASE_URL || undefined,
-    anthropicApiKey: env.ANTHROPIC_API_KEY || undefined,
+    anthropicBaseUrl: overrides.anthropicBaseUrl ?? (env.ANTHROPIC_BASE_URL || undefined),
+    anthropicApiKey: overrides.anthropicApiKey ?? (env.ANTHROPIC_API_KEY || undefined),
     sendblueApiBaseUrl: (env.SENDBLUE_API_BASE_URL || 'https://api.sendblue.co').replace(/\/+$/, ''),
     allowPrivateUrls: overrides.allowPrivateUrls ?? (allow === '1' || allow === 'true'),
     maxBodyBytes: overrides.maxBodyBytes ?? int(env, 'HARNESSLAYER_MAX_BODY_BYTES', 32 * 1024 * 1024),
     maxBundleBytes: overrides.maxBundleBytes ?? int(env, 'HARNESSLAYER_MAX_BUNDLE_BYTES', 1024 * 1024 * 1024),
     logLevel: overrides.logLevel ?? (env.LOG_LEVEL || 'info'),
+    jobLeaseSeconds: overrides.jobLeaseSeconds ?? Math.max(1, int(env, 'HARNESSLAYER_JOB_LEASE_SECONDS', 300)),
+    maintenanceIntervalSeconds: overrides.maintenanceIntervalSeconds ?? Math.max(1, int(env, 'HARNESSLAYER_MAINTENANCE_SECONDS', 30)),
+    runConcurrency: overrides.runConcurrency ?? int(env, 'HARNESSLAYER_RUN_CONCURRENCY', 4),
+    runLeaseSeconds: overrides.runLeaseSeconds ?? Math.max(1, int(env, 'HARNESSLAYER_RUN_LEASE_SECONDS', 30)),
+    runTimeoutSeconds: overrides.runTimeoutSeconds ?? Math.max(1, int(env, 'HARNESSLAYER_RUN_TIMEOUT_SECONDS', 600)),
+    claudeModel: overrides.claudeModel ?? (env.ANTHROPIC_MODEL || undefined),
   };
 }

@@ -7,6 +7,7 @@ import { Queue } from './jobs/queue.js';
 import { registerWorkers } from './jobs/workers.js';
 import { buildServer, type Server } from './server/app.js';
 import { migrate, openDatabase, type Db } from './storage/db.js';
+import { openBlobStore } from './storage/blobs/index.js';
 
 export type Role = 'all' | 'api' | 'worker';
 
@@ -30,9 +31,10 @@ export async function createContext(config: Config): Promise<Ctx> {
   const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? undefined : `${config.dataDir}/db` });
   await migrate(database.db);
   const secrets = new Secrets(await serverSecret(database.db, config.secret));
-  const queue = new Queue(database);
+  const blobs = await openBlobStore(config, secrets);
+  const queue = new Queue(database, { leaseSeconds: config.jobLeaseSeconds, maintenanceIntervalSeconds: config.maintenanceIntervalSeconds });
   await queue.start();
-  return { config, database, db: database.db, secrets, queue, now: () => new Date() };
+  return { config, database, db: database.db, secrets, queue, blobs, now: () => new Date() };
 }
 
 export interface Running {
@@ -63,6 +65,7 @@ export async function start(config: Config, role: Role = 'all', opts: { listen?:
         await server?.close();
         await ctx.queue.stop();
         await ctx.database.close();
+        await ctx.blobs.close();
       })();
       return stopping;
     },

@@ -5,10 +5,14 @@ import { accessGroupRoutes } from './access-groups.js';
 import { appRoutes } from './apps.js';
 import { organizationRoutes } from './organizations.js';
 import { profileRoutes } from './profiles.js';
+import { versionRoutes } from './versions.js';
+import { stateRoutes } from './states.js';
+import { blobRoutes } from './blobs.js';
 import { channelRoutes } from './channels.js';
 import { recordRoutes } from './records.js';
 import { sessionRoutes } from './sessions.js';
 import { webhookRoutes } from './webhooks.js';
+import { versionSyncRoutes } from './version-sync.js';
 
 export type Api = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, TypeBoxTypeProvider>;
 
@@ -18,8 +22,12 @@ export async function registerRoutes(app: Api, ctx: Ctx): Promise<void> {
   appRoutes(app, ctx);
   accessGroupRoutes(app, ctx);
   profileRoutes(app, ctx);
+  versionRoutes(app, ctx);
+  stateRoutes(app, ctx);
+  blobRoutes(app, ctx);
   channelRoutes(app, ctx);
   sessionRoutes(app, ctx);
   webhookRoutes(app, ctx);
   recordRoutes(app, ctx);
+  versionSyncRoutes(app, ctx);
 }

@@ -6,6 +6,7 @@ import type { Db } from '../storage/db.js';
 import { isUniqueViolation } from '../storage/pg-errors.js';
 import type { App } from '../storage/schema.js';
 import { paginate, type PageParams } from './pagination.js';
+import { purgeAppFiles } from './gc.js';
 
 export type AppType = 'claude' | 'openclaw';
 export type LimitInterval = 'daily' | 'monthly' | 'yearly';
@@ -143,7 +144,8 @@ export async function updateApp(ctx: Ctx, organizationId: string, ref: string, i
 
 export async function listApps(ctx: Ctx, organizationId: string, params: PageParams & { appId?: string }) {
   let q = ctx.db.selectFrom('apps').selectAll().where('organizationId', '=', organizationId).where('status', '=', 'active');
-  if (params.appId !== undefined) q = q.where((eb) => eb.or([eb('id', '=', params.appId!), eb('slug', '=', params.appId!)]));
+  // An unknown appId is a 404 here as anywhere else (CONTRACT §9), not an empty page.
+  if (params.appId !== undefined) q = q.where('id', '=', (await findApp(ctx.db, organizationId, params.appId)).id);
   return paginate(q, params, (q) => q.orderBy('createdAt', 'desc').orderBy('id', 'desc'), (a) => appView(ctx, a));
 }
 
@@ -166,6 +168,7 @@ export async function deleteApp(ctx: Ctx, organizationId: string, ref: string): 
 
 /** Hooks other subsystems add to app deletion (versions, blobs, ...), run before the rows go. */
 export const appDeletionSteps: ((ctx: Ctx, appId: string) => Promise<void>)[] = [];
+appDeletionSteps.push(purgeAppFiles);
 
 /** The delete-app job: idempotent, resumable, in batches so a huge app never holds one long lock. */
 export async function purgeApp(ctx: Ctx, appId: string): Promise<void> {

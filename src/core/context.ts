@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
 import type { Queue } from '../jobs/queue.js';
+import type { BlobStore } from '../storage/blobs/driver.js';
 import type { Database, Db } from '../storage/db.js';
 import type { Secrets } from './secrets.js';
 
@@ -10,5 +11,7 @@ export interface Ctx {
   db: Db;
   secrets: Secrets;
   queue: Queue;
+  /** Blob bytes (versions, states, uploads): local directory or S3. */
+  blobs: BlobStore;
   now(): Date;
 }

@@ -12,19 +12,34 @@ export function hashKey(key: string): string {
   return sha256Hex(key);
 }
 
+/**
+ * Key hash → owner, per database, so most requests skip one round trip. A key's owner never
+ * changes and keys are never revoked, so a hit is always right; the TTL bounds how long a
+ * revocation would lag if one is ever added (it must then clear this). Unknown keys are not
+ * kept: a key created by another process works at once, and junk keys cannot fill memory.
+ */
+const PRINCIPAL_TTL_MS = 30_000;
+const PRINCIPAL_CACHE_MAX = 10_000;
+const principals = new WeakMap<Db, Map<string, { principal: Principal; expires: number }>>();
+
 /** Resolves an `Authorization: Bearer dk-...` header to its owner, or throws 401. */
 export async function authenticate(db: Db, header: string | undefined): Promise<Principal> {
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
   if (!match || !KEY_PATTERN.test(match[1])) throw new UnauthorizedError();
-  const row = await db
-    .selectFrom('apiKeys')
-    .select(['kind', 'userId', 'organizationId'])
-    .where('keyHash', '=', hashKey(match[1]))
-    .executeTakeFirst();
-  if (!row) throw new UnauthorizedError();
-  if (row.kind === 'user' && row.userId) return { kind: 'user', userId: row.userId };
-  if (row.kind === 'organization' && row.organizationId) return { kind: 'organization', organizationId: row.organizationId };
-  throw new UnauthorizedError();
+  const keyHash = hashKey(match[1]);
+  let cache = principals.get(db);
+  if (!cache) principals.set(db, (cache = new Map()));
+  const hit = cache.get(keyHash);
+  if (hit && hit.expires > Date.now()) return hit.principal;
+  const row = await db.selectFrom('apiKeys').select(['kind', 'userId', 'organizationId']).where('keyHash', '=', keyHash).executeTakeFirst();
+  let principal: Principal;
+  if (row?.kind === 'user' && row.userId) principal = { kind: 'user', userId: row.userId };
+  else if (row?.kind === 'organization' && row.organizationId) principal = { kind: 'organization', organizationId: row.organizationId };
+  else throw new UnauthorizedError();
+  cache.delete(keyHash);
+  if (cache.size >= PRINCIPAL_CACHE_MAX) cache.delete(cache.keys().next().value!);
+  cache.set(keyHash, { principal, expires: Date.now() + PRINCIPAL_TTL_MS });
+  return principal;
 }
 
 export function requireUser(p: Principal): string {

@@ -5,6 +5,7 @@ import { findApp } from './apps.js';
 import { findAccessGroup } from './access-groups.js';
 import { paginate, type PageParams } from './pagination.js';
 import { createInitialState } from './profile-init.js';
+import { purgeProfileFiles } from './gc.js';
 import { usageOf, type Usage } from './usage.js';
 import type { Db, Tx } from '../storage/db.js';
 import { isUniqueViolation } from '../storage/pg-errors.js';
@@ -199,6 +200,7 @@ export async function deleteProfile(ctx: Ctx, organizationId: string, ref: strin
 
 /** Steps other subsystems add to profile deletion (states, blobs, sessions, ...). */
 export const profileDeletionSteps: ((ctx: Ctx, profileId: string) => Promise<void>)[] = [];
+profileDeletionSteps.push(purgeProfileFiles);
 
 /** The delete-profile job: idempotent; a re-run after a crash finishes the work. */
 export async function purgeProfile(ctx: Ctx, profileId: string): Promise<void> {

@@ -9,6 +9,14 @@ import type { Database, Tx } from '../storage/db.js';
 export const JOBS = {
   'delete-app': { retryLimit: 10, retryDelay: 5, retryBackoff: true },
   'delete-profile': { retryLimit: 10, retryDelay: 5, retryBackoff: true },
+  'materialize-snapshot': { retryLimit: 2, retryDelay: 5, retryBackoff: true },
+  // A sync's range jobs are idempotent (items are claimed with SKIP LOCKED and marked in the
+  // committing transaction), so a job whose worker died is simply run again once it expires.
+  'sync-start': { retryLimit: 20, retryDelay: 2, retryBackoff: true },
+  'sync-range': { retryLimit: 20, retryDelay: 2, retryBackoff: true },
+  // Never retried by the queue: a turn is not idempotent. The instance row is the truth; the
+  // run reaper fails instances whose worker died and re-sends jobs for queued ones.
+  'run-instance': { retryLimit: 0 },
 } satisfies Record<string, PgBoss.Queue extends infer Q ? Omit<Q & object, 'name'> : never>;
 
 export type JobName = keyof typeof JOBS;
@@ -17,9 +25,21 @@ export type JobHandler = (data: Record<string, unknown>) => Promise<void>;
 export class Queue {
   readonly boss: PgBoss;
   private started = false;
+  /** This process's pg-boss worker ids per job, so `wake` can make them fetch at once. */
+  private readonly workerIds = new Map<string, string[]>();
 
-  constructor(private readonly database: Database) {
-    const common = { schema: 'pgboss', supervise: true, schedule: false, migrate: true } as const;
+  constructor(
+    private readonly database: Database,
+    private readonly opts: { leaseSeconds?: number; maintenanceIntervalSeconds?: number } = {},
+  ) {
+    const common = {
+      schema: 'pgboss',
+      supervise: true,
+      schedule: false,
+      migrate: true,
+      // How soon a job whose worker died is noticed and retried.
+      maintenanceIntervalSeconds: opts.maintenanceIntervalSeconds ?? 30,
+    } as const;
     this.boss =
       database.kind === 'postgres'
         ? new PgBoss({ ...common, connectionString: database.connectionString, max: 4 })
@@ -37,19 +57,30 @@ export class Queue {
   }
 
   /** Enqueue; pass the transaction that makes the job necessary so both commit together. */
-  async send(name: JobName, data: object, opts: { tx?: Tx; singletonKey?: string } = {}): Promise<string | null> {
+  async send(name: JobName, data: object, opts: { tx?: Tx; singletonKey?: string; expireInSeconds?: number } = {}): Promise<string | null> {
     const db = opts.tx ? txExecutor(opts.tx) : undefined;
-    return this.boss.send(name, data, { ...(db ? { db } : {}), ...(opts.singletonKey ? { singletonKey: opts.singletonKey } : {}) });
+    return this.boss.send(name, data, {
+      ...(db ? { db } : {}),
+      ...(opts.singletonKey ? { singletonKey: opts.singletonKey } : {}),
+      // Long jobs hold a lease: past it, pg-boss takes the job for dead and retries it.
+      expireInSeconds: opts.expireInSeconds ?? this.opts.leaseSeconds ?? 300,
+    });
   }
 
   async work(name: JobName, handler: JobHandler, opts: { pollingIntervalSeconds?: number; batchSize?: number } = {}): Promise<void> {
-    await this.boss.work<Record<string, unknown>>(
+    const id = await this.boss.work<Record<string, unknown>>(
       name,
       { pollingIntervalSeconds: opts.pollingIntervalSeconds ?? 0.5, batchSize: opts.batchSize ?? 1 },
       async (jobs) => {
         for (const job of jobs) await handler(job.data);
       },
     );
+    this.workerIds.set(name, [...(this.workerIds.get(name) ?? []), id]);
+  }
+
+  /** Makes this process's idle workers of `name` fetch now instead of at their next poll. */
+  wake(name: JobName): void {
+    for (const id of this.workerIds.get(name) ?? []) this.boss.notifyWorker(id);
   }
 
   async stop(): Promise<void> {

@@ -1,9 +1,21 @@
 import type { Ctx } from '../core/context.js';
 import { purgeApp } from '../core/apps.js';
 import { purgeProfile } from '../core/profiles.js';
+import { processSyncRange, startSync } from '../sync/job.js';
+import { materializeSnapshot, type SnapshotSource } from '../core/snapshots.js';
 
 /** Thin handlers: each job is one call into core. */
 export async function registerWorkers(ctx: Ctx): Promise<void> {
   await ctx.queue.work('delete-app', (d) => purgeApp(ctx, String(d.appId)));
   await ctx.queue.work('delete-profile', (d) => purgeProfile(ctx, String(d.profileId)));
+  await ctx.queue.work('materialize-snapshot', (d) =>
+    materializeSnapshot(ctx, { organizationId: String(d.organizationId), stateId: String(d.stateId), source: d.source as SnapshotSource }),
+  );
+  await ctx.queue.work('sync-start', (d) => startSync(ctx, String(d.syncId)));
+  // Two range jobs at a time per worker: merging is CPU work, the writes are I/O.
+  for (let i = 0; i < 2; i++) {
+    await ctx.queue.work('sync-range', (d) =>
+      processSyncRange(ctx, { syncId: String(d.syncId), after: (d.after as string | null) ?? null, upto: (d.upto as string | null) ?? null }),
+    );
+  }
 }

@@ -31,6 +31,13 @@ export async function buildServer(ctx: Ctx, opts: BuildOptions = {}): Promise<Fa
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { coerceTypes: false } },
+    // Path parameters hold identifiers of up to 256 characters, percent-encoded (the default is 100).
+    routerOptions: { maxParamLength: 4096 },
+    // The router rejects a bad percent-encoding or an over-long parameter before any handler: envelope those too.
+    frameworkErrors: (err, _request, reply) => {
+      const tooLong = err.code === 'FST_ERR_MAX_PARAM_LENGTH';
+      (reply as unknown as FastifyReply).status(tooLong ? 414 : 400).send({ success: false, error: tooLong ? 'A path parameter is too long.' : 'The URL is not valid.', code: 'invalid_request' });
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.setValidatorCompiler(validatorCompiler);
@@ -43,6 +50,8 @@ export async function buildServer(ctx: Ctx, opts: BuildOptions = {}): Promise<Fa
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'dk-...' } } },
       security: [{ bearer: [] }],
     },
+    // Routes that check their own token (signed URLs, inbound webhooks) take no API key: say so.
+    transform: ({ schema, url, route }) => ({ schema: route.config?.public ? { ...schema, security: [] } : schema, url }),
   });
 
   app.get('/healthz', { schema: { hide: true } }, async (_req, reply) => {

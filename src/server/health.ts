@@ -8,5 +8,11 @@ export async function checkHealth(ctx: Ctx): Promise<{ ok: boolean; detail: Reco
   } catch (err) {
     return { ok: false, detail: { ...detail, databaseError: (err as Error).message } };
   }
+  detail.blobStore = ctx.blobs.kind;
+  try {
+    await ctx.blobs.check();
+  } catch (err) {
+    return { ok: false, detail: { ...detail, blobStoreError: (err as Error).message } };
+  }
   return { ok: true, detail };
 }

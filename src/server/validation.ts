@@ -16,9 +16,30 @@ function makeAjv(coerceTypes: boolean): Ajv {
 const bodyAjv = makeAjv(false);
 const textAjv = makeAjv(true);
 
+/** The path (`/a/0/b`) of the first string or key holding NUL, which PostgreSQL text and jsonb cannot store. */
+function findNul(value: unknown, path = ''): string | undefined {
+  if (typeof value === 'string') return value.includes('\0') ? path : undefined;
+  if (value === null || typeof value !== 'object') return undefined;
+  for (const [key, v] of Object.entries(value)) {
+    const at = key.includes('\0') ? `${path}/${key}` : findNul(v, `${path}/${key}`);
+    if (at !== undefined) return at;
+  }
+  return undefined;
+}
+
 export const validatorCompiler: FastifySchemaCompiler<unknown> = ({ schema, httpPart }) => {
   const ajv = httpPart === 'body' ? bodyAjv : textAjv;
-  return ajv.compile(schema as object) as ReturnType<FastifySchemaCompiler<unknown>>;
+  const validate = ajv.compile(schema as object);
+  // A NUL would pass the schema and then fail in the database as a 500: refuse it here.
+  const check = (data: unknown, dataCtx?: Parameters<typeof validate>[1]) => {
+    const ok = validate(data, dataCtx);
+    const nul = ok ? findNul(data) : undefined;
+    check.errors = nul === undefined ? validate.errors : [{ keyword: 'nul', instancePath: nul, schemaPath: '#', params: {}, message: 'must not contain the NUL character (\\u0000)' }];
+    return ok && nul === undefined;
+  };
+  check.errors = null as ErrorObject[] | null | undefined;
+  // Fastify passes the parent (so Ajv may replace a root value) only when it sees schemaEnv.
+  return Object.assign(check, { schemaEnv: validate.schemaEnv }) as unknown as ReturnType<FastifySchemaCompiler<unknown>>;
 };
 
 /** One readable sentence per failed rule, e.g. `body.slug must match pattern ...`. */

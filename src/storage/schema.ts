@@ -142,6 +142,38 @@ export interface InstancesTable {
   createdAt: Generated<Date>;
   startedAt: Date | null;
   completedAt: Date | null;
+  // Run bookkeeping (migration 004_responses; see src/runtime/README.md).
+  /** Arrival order: one session's runs execute in this order. */
+  runOrder: ColumnType<number | string, never, never>;
+  /** `[{mediaType, data}]` or `[{url}]` until the run ends. */
+  images: ColumnType<RunImage[] | null, string | null | undefined, string | null>;
+  /** Highest event seq written. */
+  lastSeq: Generated<number>;
+  workerId: Generated<string | null>;
+  leaseUntil: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  attempt: Generated<number>;
+  stopRequested: Generated<boolean>;
+  enqueuedAt: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export type RunImage = { mediaType: string; data: string } | { url: string };
+
+export interface EventsTable {
+  instanceId: string;
+  seq: number;
+  type: string;
+  data: ColumnType<unknown, string, string>;
+  done: Generated<boolean>;
+  createdAt: Timestamp;
+}
+
+export interface SessionTranscriptsTable {
+  organizationId: string;
+  sessionId: string;
+  sdkSessionId: string;
+  /** gzipped JSONL, Claude Code's own format. */
+  transcript: Uint8Array;
+  updatedAt: Timestamp;
 }
 
 export interface SyncsTable {
@@ -160,6 +192,17 @@ export interface SyncsTable {
   createdAt: Generated<Date>;
   startedAt: Date | null;
   completedAt: Date | null;
+  /** The `profileIds` the sync was limited to; null: every profile of the app. */
+  profileIds: ColumnType<string[] | null, string | null, string | null>;
+  error: string | null;
+}
+
+export interface SyncItemsTable {
+  syncId: string;
+  profileId: string;
+  outcome: 'updated' | 'unchanged' | 'failed' | null;
+  conflicted: Generated<boolean>;
+  error: string | null;
 }
 
 export interface ConflictsTable {
@@ -214,6 +257,112 @@ export interface SettingsTable {
   value: string;
 }
 
+// Versioned file storage (migration 002_files; see src/storage/README.md).
+export interface BlobsTable {
+  /** sha256, 64 lowercase hex. */
+  hash: string;
+  size: number;
+  /** A copy of contents up to 64 KiB; the blob store holds every blob. */
+  data: Uint8Array | null;
+  createdAt: Generated<Date>;
+}
+
+export interface TreesTable {
+  hash: string;
+  fileCount: number;
+  size: number;
+}
+
+export interface TreeEntriesTable {
+  treeHash: string;
+  path: string;
+  blobHash: string;
+  size: number;
+}
+
+export interface OverlaysTable {
+  hash: string;
+  entryCount: number;
+}
+
+export interface OverlayEntriesTable {
+  overlayHash: string;
+  path: string;
+  /** Null: deleted relative to the base version. */
+  blobHash: string | null;
+  size: number | null;
+}
+
+export interface VersionsTable {
+  organizationId: string;
+  id: string;
+  appId: string;
+  number: number;
+  parentVersionId: string | null;
+  treeHash: string;
+  fileCount: number;
+  size: number;
+  createdAt: Generated<Date>;
+}
+
+export type StateSource = 'init' | 'upload' | 'run' | 'sync' | 'snapshot' | 'rollback';
+export type StateStatus = 'ready' | 'materializing' | 'failed';
+
+export interface StatesTable {
+  organizationId: string;
+  id: string;
+  profileId: string;
+  appId: string;
+  number: number;
+  parentStateId: string | null;
+  baseVersionId: string | null;
+  overlayHash: string | null;
+  treeHash: string | null;
+  fileCount: Generated<number>;
+  size: Generated<number>;
+  source: StateSource;
+  status: StateStatus;
+  error: string | null;
+  sandboxId: string | null;
+  createdAt: Generated<Date>;
+}
+
+export interface UploadFile {
+  name: string;
+  /** sha256 hex. */
+  hash: string;
+  /** Already referenced by the organization when the upload was made (PUT optional). */
+  exists: boolean;
+}
+
+export interface UploadsTable {
+  id: string;
+  organizationId: string;
+  kind: 'version' | 'state';
+  appId: string;
+  profileId: string | null;
+  targetId: string;
+  files: ColumnType<UploadFile[], string, string>;
+  expectedHeadStateId: string | null;
+  expectedHeadSeq: number | null;
+  status: 'open' | 'registered';
+  registeredId: string | null;
+  expiresAt: Timestamp;
+  createdAt: Generated<Date>;
+}
+
+export interface RollbacksTable {
+  id: string;
+  organizationId: string;
+  appId: string;
+  profileId: string | null;
+  kind: 'version' | 'state';
+  fromId: string | null;
+  toId: string;
+  reason: string | null;
+  createdAt: Generated<Date>;
+}
+
 export interface DB {
   users: UsersTable;
   apiKeys: ApiKeysTable;
@@ -227,10 +376,22 @@ export interface DB {
   webhooks: WebhooksTable;
   instances: InstancesTable;
   syncs: SyncsTable;
+  syncItems: SyncItemsTable;
   conflicts: ConflictsTable;
   history: HistoryTable;
   idempotencyKeys: IdempotencyKeysTable;
   settings: SettingsTable;
+  blobs: BlobsTable;
+  trees: TreesTable;
+  treeEntries: TreeEntriesTable;
+  overlays: OverlaysTable;
+  overlayEntries: OverlayEntriesTable;
+  versions: VersionsTable;
+  states: StatesTable;
+  uploads: UploadsTable;
+  rollbacks: RollbacksTable;
+  events: EventsTable;
+  sessionTranscripts: SessionTranscriptsTable;
 }
 
 export type App = Selectable<AppsTable>;
@@ -246,3 +407,7 @@ export type History = Selectable<HistoryTable>;
 export type Organization = Selectable<OrganizationsTable>;
 export type NewProfile = Insertable<ProfilesTable>;
 export type ProfileUpdate = Updateable<ProfilesTable>;
+export type Version = Selectable<VersionsTable>;
+export type State = Selectable<StatesTable>;
+export type Upload = Selectable<UploadsTable>;
+export type StoredEvent = Selectable<EventsTable>;

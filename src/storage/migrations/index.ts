@@ -1,9 +1,13 @@
 import type { Migration, MigrationProvider } from 'kysely';
 import * as m001 from './001_foundation.js';
+import * as m002 from './002_files.js';
+import * as m003 from './003_sync.js';
 
 // Ordered by name; add a file and a line here, never edit a migration that has shipped.
 const MIGRATIONS: Record<string, Migration> = {
   '001_foundation': m001,
+  '002_files': m002,
+  '003_sync': m003,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -1,0 +1,75 @@
+import type { Readable } from 'node:stream';
+import { Type } from 'typebox';
+import type { Ctx } from '../core/context.js';
+import { parseDownloadToken, targetFiles, zipStream } from '../core/downloads.js';
+import { AppError, BadRequestError, ForbiddenError, NotFoundError, PayloadTooLargeError } from '../core/errors.js';
+import { hashRef } from '../core/trees.js';
+import { HashMismatchError, LocalBlobStore, TooLargeError } from '../storage/blobs/index.js';
+import { envelope } from '../server/schemas.js';
+import type { Api } from './index.js';
+
+/**
+ * Public routes of the signed URLs this server issues (no API key; each checks its own
+ * signature): the local driver's upload PUT and the archive downloads.
+ */
+export function blobRoutes(app: Api, ctx: Ctx): void {
+  void app.register(async (scope: Api) => {
+    // Upload bodies are raw bytes, streamed into the store, never buffered or parsed.
+    scope.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+
+    scope.put(
+      '/v1/blobs/upload/:upload_id/:index',
+      {
+        config: { public: true },
+        schema: {
+          tags: ['blobs'],
+          summary: 'Signed upload URL of the local blob store: PUT the raw bytes (Content-Type: application/octet-stream).',
+          params: Type.Object({ upload_id: Type.String({ minLength: 1, maxLength: 128 }), index: Type.Integer({ minimum: 0, maximum: 9_999 }) }),
+          querystring: Type.Object({ h: Type.String({ maxLength: 64 }), exp: Type.Integer({ minimum: 0 }), sig: Type.String({ maxLength: 128 }) }),
+          response: { 200: envelope(Type.Object({ uploadId: Type.String(), index: Type.Integer(), hash: Type.String(), size: Type.Number() })) },
+        },
+      },
+      async (request) => {
+        const store = ctx.blobs;
+        if (!(store instanceof LocalBlobStore)) throw new NotFoundError('upload URL');
+        const { upload_id: uploadId, index } = request.params;
+        const { h: hash, exp, sig } = request.query;
+        const check = store.checkUploadToken({ uploadId, index, hash, exp, sig }, ctx.now());
+        if (check === 'invalid') throw new ForbiddenError('This upload URL is invalid or was altered; use the URL exactly as issued.');
+        if (check === 'expired') throw new ForbiddenError('This upload URL has expired (URLs last 15 minutes); request new upload URLs.');
+        const limit = ctx.config.maxBundleBytes;
+        if (Number(request.headers['content-length'] ?? 0) > limit) throw new PayloadTooLargeError(`A file may hold at most ${limit} bytes.`);
+        const body = (request.body as Readable | undefined) ?? request.raw;
+        try {
+          const size = await store.receive(uploadId, index, hash, body, limit);
+          return { success: true as const, data: { uploadId, index, hash: hashRef(hash), size } };
+        } catch (err) {
+          if (err instanceof HashMismatchError) throw new BadRequestError(`Rejected: ${err.message}; nothing was stored.`, { expected: hashRef(err.expected), actual: hashRef(err.actual) });
+          if (err instanceof TooLargeError) throw new PayloadTooLargeError(`A file may hold at most ${limit} bytes; nothing was stored.`);
+          if ((err as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE') throw new BadRequestError('The upload was interrupted; nothing was stored.');
+          throw err;
+        }
+      },
+    );
+  });
+
+  app.get(
+    '/v1/download/:token',
+    {
+      config: { public: true },
+      schema: { tags: ['blobs'], summary: 'Signed download URL: a zip of a version or state.', params: Type.Object({ token: Type.String({ minLength: 1, maxLength: 2048 }) }) },
+    },
+    async (request, reply) => {
+      const target = parseDownloadToken(ctx, request.params.token);
+      const { files, createdAt } = await targetFiles(ctx, target).catch((err: unknown) => {
+        if (err instanceof AppError) throw new NotFoundError(target.kind, target.id);
+        throw err;
+      });
+      return reply
+        .type('application/zip')
+        .header('content-disposition', `attachment; filename="${target.id}.zip"`)
+        .header('cache-control', 'private, no-store')
+        .send(zipStream(ctx, files, createdAt));
+    },
+  );
+}

@@ -1,0 +1,133 @@
+import { sql } from 'kysely';
+import type { Ctx } from './context.js';
+import { EMPTY_HASH } from './trees.js';
+import type { Tx } from '../storage/db.js';
+
+/**
+ * Deleting an app's or a profile's files, and collecting what nothing references any more.
+ * Each batch is one transaction that deletes rows and then sweeps only the candidates those
+ * rows referenced (overlays or trees, then their blobs), so a crash leaves either the batch
+ * untouched or fully collected: a retried job finds the rest. A blob is deleted only when no
+ * tree, overlay or open upload references it; writers lock the blob rows they use (see
+ * trees.ts saveBlobs), so a collection never removes content that a commit is registering.
+ */
+
+const BATCH = 500;
+const CHUNK = 2000;
+
+function chunks<T>(items: T[]): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += CHUNK) out.push(items.slice(i, i + CHUNK));
+  return out;
+}
+
+/** Deletes blob rows among `candidates` that nothing references, then their bytes. */
+async function sweepBlobs(ctx: Ctx, tx: Tx, candidates: string[]): Promise<number> {
+  let swept = 0;
+  for (const part of chunks([...new Set(candidates)])) {
+    const gone = await tx
+      .deleteFrom('blobs as b')
+      .where('b.hash', 'in', part)
+      .where(({ not, exists, selectFrom }) => not(exists(selectFrom('treeEntries as te').select(sql`1`.as('x')).whereRef('te.blobHash', '=', 'b.hash'))))
+      .where(({ not, exists, selectFrom }) => not(exists(selectFrom('overlayEntries as oe').select(sql`1`.as('x')).whereRef('oe.blobHash', '=', 'b.hash'))))
+      .where(
+        sql<boolean>`not exists (select 1 from uploads u where u.status = 'open' and u.files @> jsonb_build_array(jsonb_build_object('hash', b.hash)))`,
+      )
+      .returning('b.hash')
+      .execute();
+    // Still under the transaction: if deleting bytes fails, the rows come back.
+    await ctx.blobs.delete(gone.map((g) => g.hash));
+    swept += gone.length;
+  }
+  return swept;
+}
+
+async function sweepOverlays(ctx: Ctx, tx: Tx, candidates: string[]): Promise<void> {
+  const hashes = [...new Set(candidates)].filter((h) => h !== EMPTY_HASH);
+  for (const part of chunks(hashes)) {
+    const unused = await tx
+      .selectFrom('overlays as o')
+      .select('o.hash')
+      .where('o.hash', 'in', part)
+      .where(({ not, exists, selectFrom }) => not(exists(selectFrom('states as s').select(sql`1`.as('x')).whereRef('s.overlayHash', '=', 'o.hash'))))
+      .forUpdate()
+      .execute();
+    if (unused.length === 0) continue;
+    const ids = unused.map((o) => o.hash);
+    const entries = await tx.selectFrom('overlayEntries').select('blobHash').where('overlayHash', 'in', ids).where('blobHash', 'is not', null).execute();
+    await tx.deleteFrom('overlays').where('hash', 'in', ids).execute();
+    await sweepBlobs(ctx, tx, entries.map((e) => e.blobHash!));
+  }
+}
+
+async function sweepTrees(ctx: Ctx, tx: Tx, candidates: string[]): Promise<void> {
+  for (const part of chunks([...new Set(candidates)])) {
+    const unused = await tx
+      .selectFrom('trees as t')
+      .select('t.hash')
+      .where('t.hash', 'in', part)
+      .where(({ not, exists, selectFrom }) => not(exists(selectFrom('versions as v').select(sql`1`.as('x')).whereRef('v.treeHash', '=', 't.hash'))))
+      .forUpdate()
+      .execute();
+    for (const { hash } of unused) {
+      const entries = await tx.selectFrom('treeEntries').select('blobHash').where('treeHash', '=', hash).execute();
+      await tx.deleteFrom('trees').where('hash', '=', hash).execute();
+      await sweepBlobs(ctx, tx, entries.map((e) => e.blobHash));
+    }
+  }
+}
+
+/** Deletes one batch of states (by app or profile) and collects their overlays; false when none were left. */
+async function deleteStateBatch(ctx: Ctx, by: { appId: string } | { profileId: string }): Promise<boolean> {
+  return ctx.db.transaction().execute(async (tx) => {
+    let q = tx.selectFrom('states').select(['organizationId', 'id', 'overlayHash']).limit(BATCH);
+    q = 'appId' in by ? q.where('appId', '=', by.appId) : q.where('profileId', '=', by.profileId);
+    const batch = await q.execute();
+    if (batch.length === 0) return false;
+    await tx
+      .deleteFrom('states')
+      .where('organizationId', '=', batch[0].organizationId)
+      .where('id', 'in', batch.map((s) => s.id))
+      .execute();
+    await sweepOverlays(ctx, tx, batch.flatMap((s) => (s.overlayHash ? [s.overlayHash] : [])));
+    return true;
+  });
+}
+
+async function deleteVersionBatch(ctx: Ctx, appId: string): Promise<boolean> {
+  return ctx.db.transaction().execute(async (tx) => {
+    const batch = await tx.selectFrom('versions').select(['organizationId', 'id', 'treeHash']).where('appId', '=', appId).limit(BATCH).execute();
+    if (batch.length === 0) return false;
+    await tx
+      .deleteFrom('versions')
+      .where('organizationId', '=', batch[0].organizationId)
+      .where('id', 'in', batch.map((v) => v.id))
+      .execute();
+    await sweepTrees(ctx, tx, batch.map((v) => v.treeHash));
+    return true;
+  });
+}
+
+async function deleteUploads(ctx: Ctx, by: { appId: string } | { profileId: string }): Promise<void> {
+  let q = ctx.db.selectFrom('uploads').select(['id', 'files']);
+  q = 'appId' in by ? q.where('appId', '=', by.appId) : q.where('profileId', '=', by.profileId);
+  for (const u of await q.execute()) {
+    await ctx.blobs.discardStage(u.id, u.files.length);
+    await ctx.db.deleteFrom('uploads').where('id', '=', u.id).execute();
+  }
+}
+
+/** App deletion step: every version and state of the app, its uploads, and content only they used. */
+export async function purgeAppFiles(ctx: Ctx, appId: string): Promise<void> {
+  await deleteUploads(ctx, { appId });
+  while (await deleteStateBatch(ctx, { appId }));
+  while (await deleteVersionBatch(ctx, appId));
+  await ctx.db.deleteFrom('rollbacks').where('appId', '=', appId).execute();
+}
+
+/** Profile deletion step: the profile's states and uploads, and content only they used. */
+export async function purgeProfileFiles(ctx: Ctx, profileId: string): Promise<void> {
+  await deleteUploads(ctx, { profileId });
+  while (await deleteStateBatch(ctx, { profileId }));
+  await ctx.db.deleteFrom('rollbacks').where('profileId', '=', profileId).execute();
+}

@@ -1,0 +1,219 @@
+import type { Ctx } from './context.js';
+import { AppError, BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError } from './errors.js';
+import { newId } from './ids.js';
+import { MAX_FILES, hashRef, lockBlobs, parseHash, pathProblem, saveBlobs, type TreeEntry } from './trees.js';
+import { INLINE_LIMIT } from '../storage/blobs/driver.js';
+import type { Tx } from '../storage/db.js';
+import { isUniqueViolation } from '../storage/pg-errors.js';
+import type { App, Upload, UploadFile } from '../storage/schema.js';
+
+/**
+ * Uploads: the client declares `files: [{name, hash}]`, PUTs each file to its signed URL
+ * (staged under the upload), then `complete` checks every file and registers the version
+ * or state in one transaction. Shared by versions.ts and states.ts.
+ */
+
+export const URL_TTL_MS = 15 * 60 * 1000;
+export const UPLOAD_TTL_MS = 24 * 60 * 60 * 1000;
+const CLAUDE_SETTINGS = '.claude/settings.json';
+
+export interface UploadReply {
+  uploadId: string;
+  expiresAt: string;
+  uploadUrls: { name: string; url: string; method: 'PUT'; headers: Record<string, string>; exists: boolean }[];
+}
+
+/** Checks the declared files: valid paths, hashes, no duplicates. Returns them with hex hashes. */
+export function checkDeclaredFiles(files: { name: string; hash: string }[]): { name: string; hash: string }[] {
+  if (files.length > MAX_FILES) throw new BadRequestError(`A bundle holds at most ${MAX_FILES} files; got ${files.length}.`);
+  const problems: { name: string; problem: string }[] = [];
+  const seen = new Set<string>();
+  const out = files.map((f) => {
+    const problem = pathProblem(f.name);
+    if (problem) problems.push({ name: f.name, problem: `file name ${problem}` });
+    else if (seen.has(f.name)) problems.push({ name: f.name, problem: 'duplicate file name' });
+    seen.add(f.name);
+    const hash = parseHash(f.hash);
+    if (!hash) problems.push({ name: f.name, problem: 'hash must be sha256-<64 hex>, sha256-<base64> or 64 hex characters' });
+    return { name: f.name, hash: hash ?? '' };
+  });
+  if (problems.length > 0) {
+    const first = problems[0];
+    throw new BadRequestError(`Invalid file ${JSON.stringify(first.name.slice(0, 200))}: ${first.problem}.`, problems.slice(0, 100));
+  }
+  return out;
+}
+
+/** Opens an upload and signs one URL per file. `exists` only for content the organization already references. */
+export async function openUpload(
+  ctx: Ctx,
+  input: Pick<Upload, 'organizationId' | 'kind' | 'appId' | 'profileId' | 'targetId' | 'expectedHeadStateId' | 'expectedHeadSeq'>,
+  files: { name: string; hash: string }[],
+  existing: Set<string>,
+): Promise<UploadReply> {
+  const id = newId('upload');
+  const now = ctx.now();
+  const recorded: UploadFile[] = files.map((f) => ({ name: f.name, hash: f.hash, exists: existing.has(f.hash) }));
+  try {
+    await ctx.db.transaction().execute(async (tx) => {
+      // An expired upload no longer holds its id.
+      await tx
+        .deleteFrom('uploads')
+        .where('organizationId', '=', input.organizationId)
+        .where('kind', '=', input.kind)
+        .where('targetId', '=', input.targetId)
+        .where('status', '=', 'open')
+        .where('expiresAt', '<', now)
+        .execute();
+      await tx
+        .insertInto('uploads')
+        .values({ ...input, id, files: JSON.stringify(recorded), status: 'open', registeredId: null, expiresAt: new Date(now.getTime() + UPLOAD_TTL_MS), createdAt: now })
+        .execute();
+    });
+  } catch (err) {
+    if (isUniqueViolation(err)) throw new ConflictError(`The ${input.kind} id "${input.targetId}" is already in use by another upload.`);
+    throw err;
+  }
+  const urlExpiry = new Date(now.getTime() + URL_TTL_MS);
+  const uploadUrls = await Promise.all(
+    recorded.map(async (f, index) => {
+      const { url, headers } = await ctx.blobs.uploadUrl({ uploadId: id, index, hash: f.hash, expiresAt: urlExpiry });
+      return { name: f.name, url, method: 'PUT' as const, headers, exists: f.exists };
+    }),
+  );
+  await sweepExpiredUploads(ctx, 20);
+  return { uploadId: id, expiresAt: urlExpiry.toISOString(), uploadUrls };
+}
+
+/** An upload of this organization and kind; 404 for anything else (never reveal another tenant's). */
+export async function findUpload(ctx: Ctx, organizationId: string, kind: Upload['kind'], where: { id?: string; targetId?: string }): Promise<Upload> {
+  let q = ctx.db.selectFrom('uploads').selectAll().where('organizationId', '=', organizationId).where('kind', '=', kind);
+  if (where.id !== undefined) q = q.where('id', '=', where.id);
+  if (where.targetId !== undefined) q = q.where('targetId', '=', where.targetId);
+  const upload = await q.executeTakeFirst();
+  if (!upload) throw new NotFoundError('upload', where.id ?? where.targetId);
+  return upload;
+}
+
+export function assertOpen(ctx: Ctx, upload: Upload): void {
+  if (upload.status === 'open' && upload.expiresAt.getTime() < ctx.now().getTime()) {
+    throw new AppError(404, 'not_found', `upload "${upload.id}" has expired (uploads stay open 24 h); start a new upload.`);
+  }
+}
+
+export interface CheckedFile extends TreeEntry {
+  /** PUT to this upload (else: skipped because the content already existed). */
+  staged: boolean;
+  bytes?: Buffer;
+  /** The staged object's version when it was verified. */
+  tag?: string;
+}
+
+/**
+ * Checks every declared file before anything is registered: PUT files are verified against
+ * their hash (a mismatching one is discarded), skipped ones must be `exists`. 400 lists what
+ * is missing or wrong; the upload stays open for another PUT and complete.
+ */
+export async function checkUploadedFiles(ctx: Ctx, upload: Upload, app: App): Promise<CheckedFile[]> {
+  const files = upload.files;
+  const checked: (CheckedFile | undefined)[] = new Array(files.length);
+  const missing: string[] = [];
+  const mismatched: { name: string; expected: string; actual: string }[] = [];
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < files.length; i = next++) {
+      const f = files[i];
+      const res = await ctx.blobs.verifyStaged(upload.id, i, f.hash, INLINE_LIMIT);
+      if (res.status === 'ok') checked[i] = { path: f.name, hash: f.hash, size: res.size, staged: true, bytes: res.bytes, tag: res.tag };
+      else if (res.status === 'mismatch') mismatched.push({ name: f.name, expected: hashRef(f.hash), actual: hashRef(res.actualHash) });
+      else if (f.exists) checked[i] = { path: f.name, hash: f.hash, size: -1, staged: false };
+      else missing.push(f.name);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(16, files.length) }, worker));
+  if (missing.length > 0 || mismatched.length > 0) {
+    const names = [...missing.map((n) => `${n} (missing)`), ...mismatched.map((m) => `${m.name} (hash mismatch)`)];
+    throw new BadRequestError(
+      `The upload is incomplete: ${names.slice(0, 20).join(', ')}${names.length > 20 ? `, and ${names.length - 20} more` : ''}. PUT these files and complete again.`,
+      { missing, mismatched },
+    );
+  }
+  const result = checked as CheckedFile[];
+  // Sizes of skipped files come from their blob rows.
+  const skipped = result.filter((f) => !f.staged);
+  if (skipped.length > 0) {
+    const rows = await ctx.db.selectFrom('blobs').select(['hash', 'size']).where('hash', 'in', [...new Set(skipped.map((f) => f.hash))]).execute();
+    const sizes = new Map(rows.map((r) => [r.hash, Number(r.size)]));
+    for (const f of skipped) f.size = sizes.get(f.hash) ?? 0;
+  }
+  const total = result.reduce((n, f) => n + f.size, 0);
+  if (total > ctx.config.maxBundleBytes) {
+    throw new PayloadTooLargeError(`The bundle holds ${total} bytes; the limit is ${ctx.config.maxBundleBytes}.`);
+  }
+  await checkClaudeSettings(ctx, app, result, upload.id);
+  return result;
+}
+
+/** For claude apps, `.claude/settings.json` must be valid JSON. */
+export async function checkClaudeSettings(ctx: Pick<Ctx, 'db' | 'blobs'>, app: Pick<App, 'type'>, files: (TreeEntry & { bytes?: Buffer; staged?: boolean })[], stage?: string): Promise<void> {
+  if (app.type !== 'claude') return;
+  const index = files.findIndex((f) => f.path === CLAUDE_SETTINGS);
+  if (index < 0) return;
+  const f = files[index];
+  const bytes = f.bytes ?? (await readAll(f.staged === false || stage === undefined ? await ctx.blobs.get(f.hash) : (await ctx.blobs.readStaged(stage, index))!));
+  try {
+    JSON.parse(bytes.toString('utf8'));
+  } catch (err) {
+    throw new BadRequestError(`${CLAUDE_SETTINGS} is not valid JSON: ${(err as Error).message}`, { file: CLAUDE_SETTINGS });
+  }
+}
+
+async function readAll(stream: AsyncIterable<unknown>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of stream) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
+
+/**
+ * In the registering transaction: locks the upload (a concurrent complete of the same upload
+ * waits, then sees it registered), records and locks the blobs, and copies staged files to
+ * their content address. Returns the registered id when the upload was already registered.
+ */
+export async function claimUpload(ctx: Ctx, tx: Tx, upload: Upload, files: CheckedFile[]): Promise<string | null> {
+  const row = await tx.selectFrom('uploads').select(['status', 'registeredId']).where('id', '=', upload.id).forUpdate().executeTakeFirst();
+  if (!row) throw new NotFoundError('upload', upload.id);
+  if (row.status === 'registered') return row.registeredId;
+  const staged = files.filter((f) => f.staged);
+  await saveBlobs(tx, staged.map((f) => ({ hash: f.hash, size: f.size, bytes: f.bytes })));
+  const skipped = files.filter((f) => !f.staged);
+  if (skipped.length > 0) {
+    const present = await lockBlobs(tx, skipped.map((f) => f.hash));
+    const gone = skipped.filter((f) => !present.has(f.hash)).map((f) => f.path);
+    if (gone.length > 0) throw new BadRequestError(`The upload is incomplete: ${gone.slice(0, 20).join(', ')} (missing). PUT these files and complete again.`, { missing: gone, mismatched: [] });
+  }
+  // Under the row locks: a collection running now cannot delete what we promote.
+  for (const [i, f] of upload.files.entries()) {
+    if (files[i].staged) await ctx.blobs.promoteStaged(upload.id, i, f.hash, files[i].tag);
+  }
+  return null;
+}
+
+export async function markRegistered(tx: Tx, uploadId: string, registeredId: string): Promise<void> {
+  await tx.updateTable('uploads').set({ status: 'registered', registeredId }).where('id', '=', uploadId).execute();
+}
+
+/** After the registering transaction: the staged copies are no longer needed. */
+export async function discardStaged(ctx: Ctx, upload: Upload): Promise<void> {
+  // Best effort: a leftover staging area is removed again when the upload row expires.
+  await ctx.blobs.discardStage(upload.id, upload.files.length).catch(() => undefined);
+}
+
+/** Removes uploads past their 24 h, with their staged files (bounded per call). */
+export async function sweepExpiredUploads(ctx: Ctx, limit: number): Promise<number> {
+  const expired = await ctx.db.selectFrom('uploads').select(['id', 'files']).where('expiresAt', '<', ctx.now()).limit(limit).execute();
+  for (const u of expired) {
+    await ctx.blobs.discardStage(u.id, u.files.length);
+    await ctx.db.deleteFrom('uploads').where('id', '=', u.id).execute();
+  }
+  return expired.length;
+}

@@ -1,0 +1,20 @@
+import type { Config } from '../../config.js';
+import type { BlobStore } from './driver.js';
+import { LocalBlobStore, type Signer } from './local.js';
+import { S3BlobStore, parseS3Url } from './s3.js';
+
+export type { BlobStore, StagedCheck } from './driver.js';
+export { HashMismatchError, TooLargeError, INLINE_LIMIT } from './driver.js';
+export { LocalBlobStore } from './local.js';
+export { S3BlobStore } from './s3.js';
+
+/** The blob store HARNESSLAYER_STORAGE names: `file:<dir>` (default) or `s3://bucket/prefix`. */
+export async function openBlobStore(config: Config, signer: Signer): Promise<BlobStore> {
+  if (config.storage.startsWith('s3://')) {
+    const { bucket, prefix } = parseS3Url(config.storage);
+    return new S3BlobStore({ bucket, prefix, endpoint: config.s3.endpoint, region: config.s3.region });
+  }
+  const store = new LocalBlobStore(config.storage.slice('file:'.length), signer, () => config.publicUrl);
+  await store.init();
+  return store;
+}

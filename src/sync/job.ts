@@ -1,0 +1,315 @@
+import { sql } from 'kysely';
+import type { Ctx } from '../core/context.js';
+import { newId } from '../core/ids.js';
+import { readOverlay, readTree, saveBlobs, type OverlayEntry } from '../core/trees.js';
+import type { Tx } from '../storage/db.js';
+import type { Strategy } from './merge/index.js';
+import { changedPaths, planProfileMerge, versionTree, type ProfileMergePlan, type VersionTree } from './profile-merge.js';
+
+/** Profiles per range job, and per transaction within one. */
+export const RANGE_SIZE = 5000;
+const BATCH_SIZE = 500;
+
+/**
+ * The sync-start job: snapshots the sync's scope into sync_items, marks it running and fans
+ * out range jobs, all in one transaction (a crash leaves it queued, and the retry redoes it).
+ */
+export async function startSync(ctx: Ctx, syncId: string): Promise<void> {
+  await ctx.db.transaction().execute(async (tx) => {
+    const sync = await tx.selectFrom('syncs').selectAll().where('id', '=', syncId).forUpdate().executeTakeFirst();
+    if (!sync || sync.status !== 'queued') return;
+    const ids = sync.profileIds;
+    await sql`
+      insert into sync_items (sync_id, profile_id)
+      select ${syncId}, p.id from profiles p
+       where p.app_id = ${sync.appId} and p.status = 'active'
+         ${ids ? sql`and p.id = any(${ids}::text[])` : sql``}
+      on conflict do nothing`.execute(tx);
+    const { total } = await tx
+      .selectFrom('syncItems')
+      .select(sql<number>`count(*)::int`.as('total'))
+      .where('syncId', '=', syncId)
+      .executeTakeFirstOrThrow();
+    await tx.updateTable('syncs').set({ status: 'running', startedAt: ctx.now(), total }).where('id', '=', syncId).execute();
+    const bounds = await sql<{ profileId: string }>`
+      select profile_id from (
+        select profile_id, row_number() over (order by profile_id) as rn from sync_items where sync_id = ${syncId}
+      ) r where rn % ${RANGE_SIZE} = 0 order by profile_id`.execute(tx);
+    let after: string | null = null;
+    for (const upto of [...bounds.rows.map((r) => r.profileId), null]) {
+      await ctx.queue.send('sync-range', { syncId, after, upto }, { tx, singletonKey: `${syncId}:${after ?? ''}` });
+      after = upto;
+    }
+  });
+}
+
+/** Caches what every profile of a sync shares: version trees, their deltas, blob bytes. */
+class SyncCache {
+  private trees = new Map<string, VersionTree>();
+  private deltas = new Map<string, Set<string>>();
+  private blobs = new Map<string, Buffer>();
+  private blobBytes = 0;
+
+  constructor(private readonly ctx: Ctx) {}
+
+  async tree(tx: Tx, organizationId: string, versionId: string | null): Promise<VersionTree> {
+    const key = versionId ?? '';
+    let t = this.trees.get(key);
+    if (!t) {
+      const v = versionId
+        ? await tx.selectFrom('versions').select('treeHash').where('organizationId', '=', organizationId).where('id', '=', versionId).executeTakeFirst()
+        : undefined;
+      t = versionTree(v ? await readTree(tx, v.treeHash) : []);
+      this.trees.set(key, t);
+    }
+    return t;
+  }
+
+  delta(baseVersionId: string | null, base: VersionTree, incoming: VersionTree): Set<string> {
+    const key = baseVersionId ?? '';
+    let d = this.deltas.get(key);
+    if (!d) this.deltas.set(key, (d = changedPaths(base, incoming)));
+    return d;
+  }
+
+  async bytes(tx: Tx, hash: string): Promise<Buffer> {
+    const hit = this.blobs.get(hash);
+    if (hit) return hit;
+    const row = await tx.selectFrom('blobs').select('data').where('hash', '=', hash).executeTakeFirst();
+    let buf: Buffer;
+    if (row?.data) buf = Buffer.from(row.data);
+    else {
+      const parts: Buffer[] = [];
+      for await (const chunk of await this.ctx.blobs.get(hash)) parts.push(chunk as Buffer);
+      buf = Buffer.concat(parts);
+    }
+    // Base and incoming contents repeat across profiles; keep up to 64 MiB of them.
+    if (this.blobBytes + buf.length <= 64 * 1024 * 1024) {
+      this.blobs.set(hash, buf);
+      this.blobBytes += buf.length;
+    }
+    return buf;
+  }
+}
+
+type Outcome = { profileId: string; outcome: 'updated' | 'unchanged' | 'failed'; error?: string; plan?: ProfileMergePlan };
+
+/**
+ * The sync-range job: merges the pending profiles of one key range, a batch per transaction.
+ * Items are claimed with SKIP LOCKED and marked in the transaction that commits their states,
+ * so a duplicate or retried job never merges a profile twice and a crash loses no work.
+ */
+export async function processSyncRange(ctx: Ctx, job: { syncId: string; after: string | null; upto: string | null }): Promise<void> {
+  const sync = await ctx.db.selectFrom('syncs').selectAll().where('id', '=', job.syncId).executeTakeFirst();
+  if (!sync || sync.status !== 'running') return;
+  const cache = new SyncCache(ctx);
+  const strategy = sync.strategy as Strategy;
+  for (;;) {
+    const more = await ctx.db.transaction().execute(async (tx) => {
+      let q = tx
+        .selectFrom('syncItems')
+        .select('profileId')
+        .where('syncId', '=', sync.id)
+        .where('outcome', 'is', null)
+        .orderBy('profileId')
+        .limit(BATCH_SIZE)
+        .forUpdate()
+        .skipLocked();
+      if (job.after !== null) q = q.where('profileId', '>', job.after);
+      if (job.upto !== null) q = q.where('profileId', '<=', job.upto);
+      const items = await q.execute();
+      if (items.length === 0) return false;
+      const outcomes = await mergeBatch(ctx, tx, cache, sync, strategy, items.map((i) => i.profileId));
+      await writeBatch(ctx, tx, sync, strategy, outcomes);
+      return true;
+    });
+    if (!more) break;
+  }
+  await finishIfDone(ctx, sync.id);
+}
+
+async function mergeBatch(
+  ctx: Ctx,
+  tx: Tx,
+  cache: SyncCache,
+  sync: { organizationId: string; versionId: string },
+  strategy: Strategy,
+  profileIds: string[],
+): Promise<Outcome[]> {
+  const rows = await tx
+    .selectFrom('profiles as p')
+    .leftJoin('states as s', (j) => j.onRef('s.organizationId', '=', 'p.organizationId').onRef('s.id', '=', 'p.headStateId'))
+    .select(['p.id', 'p.status', 'p.headStateId', 'p.baseVersionId', 's.overlayHash'])
+    .where('p.id', 'in', profileIds)
+    .forUpdate('p')
+    .execute();
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  const incoming = await cache.tree(tx, sync.organizationId, sync.versionId);
+  const overlays = await readOverlays(tx, [...new Set(rows.map((r) => r.overlayHash).filter((h): h is string => !!h))]);
+  const out: Outcome[] = [];
+  for (const profileId of profileIds) {
+    const p = byId.get(profileId);
+    if (!p || p.status !== 'active') {
+      out.push({ profileId, outcome: 'failed', error: 'The profile was deleted during the sync.' });
+      continue;
+    }
+    if (p.baseVersionId === sync.versionId) {
+      out.push({ profileId, outcome: 'unchanged' });
+      continue;
+    }
+    if (p.headStateId && !p.overlayHash) {
+      out.push({ profileId, outcome: 'failed', error: 'The head state is still materializing; sync this profile again once it is ready.' });
+      continue;
+    }
+    try {
+      const base = await cache.tree(tx, sync.organizationId, p.baseVersionId);
+      const delta = cache.delta(p.baseVersionId, base, incoming);
+      // A profile with no state yet has the base version's files: the empty overlay.
+      const overlay = p.overlayHash ? (overlays.get(p.overlayHash) ?? []) : [];
+      const plan = await planProfileMerge(base, incoming, delta, overlay, strategy, (h) => cache.bytes(tx, h));
+      out.push({ profileId, outcome: 'updated', plan });
+    } catch (err) {
+      out.push({ profileId, outcome: 'failed', error: `Merge failed: ${(err as Error).message}` });
+    }
+  }
+  return out;
+}
+
+async function readOverlays(tx: Tx, hashes: string[]): Promise<Map<string, OverlayEntry[]>> {
+  const out = new Map<string, OverlayEntry[]>();
+  for (const h of hashes) out.set(h, []);
+  if (hashes.length === 0) return out;
+  const rows = await tx
+    .selectFrom('overlayEntries')
+    .select(['overlayHash', 'path', 'blobHash', 'size'])
+    .where('overlayHash', 'in', hashes)
+    .orderBy('overlayHash')
+    .orderBy(sql`path collate "C"`)
+    .execute();
+  for (const r of rows) out.get(r.overlayHash)!.push({ path: r.path, hash: r.blobHash, size: r.size === null ? null : Number(r.size) });
+  return out;
+}
+
+/** Writes one batch set-based: blobs, overlays, states, heads, conflicts, items, counters. */
+async function writeBatch(
+  ctx: Ctx,
+  tx: Tx,
+  sync: { id: string; organizationId: string; appId: string; versionId: string },
+  strategy: Strategy,
+  outcomes: Outcome[],
+): Promise<void> {
+  const updated = outcomes.filter((o): o is Outcome & { plan: ProfileMergePlan } => o.outcome === 'updated');
+  const now = ctx.now();
+  if (updated.length > 0) {
+    const blobs = new Map(updated.flatMap((o) => o.plan.newBlobs).map((b) => [b.hash, b.bytes]));
+    if (blobs.size > 0) {
+      await saveBlobs(tx, [...blobs].map(([hash, bytes]) => ({ hash, size: bytes.length, bytes })));
+      for (const [hash, bytes] of blobs) await ctx.blobs.put(hash, bytes);
+    }
+    const overlays = new Map(updated.filter((o) => o.plan.overlay.length > 0).map((o) => [o.plan.overlayHash, o.plan.overlay]));
+    if (overlays.size > 0) {
+      const inserted = await tx
+        .insertInto('overlays')
+        .values([...overlays].map(([hash, entries]) => ({ hash, entryCount: entries.length })))
+        .onConflict((oc) => oc.column('hash').doUpdateSet({ entryCount: sql`excluded.entry_count` }))
+        .returning(['hash', sql<boolean>`(xmax = 0)`.as('inserted')])
+        .execute();
+      const entries = inserted
+        .filter((r) => r.inserted)
+        .flatMap((r) => overlays.get(r.hash)!.map((e) => ({ overlayHash: r.hash, path: e.path, blobHash: e.hash, size: e.size })));
+      for (let i = 0; i < entries.length; i += 2000) await tx.insertInto('overlayEntries').values(entries.slice(i, i + 2000)).execute();
+    }
+    const heads = await tx
+      .selectFrom('profiles as p')
+      .select(['p.id', 'p.headStateId', sql<number>`coalesce((select max(s.number) from states s where s.profile_id = p.id), 0)`.as('maxNumber')])
+      .where('p.id', 'in', updated.map((o) => o.profileId))
+      .execute();
+    const head = new Map(heads.map((h) => [h.id, h]));
+    const states = updated.map((o) => ({
+      organizationId: sync.organizationId,
+      id: newId('state'),
+      profileId: o.profileId,
+      appId: sync.appId,
+      number: Number(head.get(o.profileId)!.maxNumber) + 1,
+      parentStateId: head.get(o.profileId)!.headStateId,
+      baseVersionId: sync.versionId,
+      overlayHash: o.plan.overlayHash,
+      treeHash: o.plan.treeHash,
+      fileCount: o.plan.fileCount,
+      size: o.plan.size,
+      source: 'sync' as const,
+      status: 'ready' as const,
+      error: null,
+      sandboxId: null,
+      createdAt: now,
+    }));
+    await tx.insertInto('states').values(states).execute();
+    // Every profile of the batch is locked (FOR UPDATE above), so these head moves cannot race.
+    await sql`
+      update profiles p set head_state_id = v.state_id, base_version_id = ${sync.versionId},
+             head_seq = p.head_seq + 1, updated_at = ${now}
+        from (values ${sql.join(states.map((s) => sql`(${s.profileId}, ${s.id})`))}) as v(profile_id, state_id)
+       where p.id = v.profile_id`.execute(tx);
+    const conflicts = updated.flatMap((o) =>
+      o.plan.conflicts.map((c) => ({ id: newId('conflict'), organizationId: sync.organizationId, appId: sync.appId, profileId: o.profileId, syncId: sync.id, strategy, createdAt: now, ...c })),
+    );
+    for (let i = 0; i < conflicts.length; i += 1000) await tx.insertInto('conflicts').values(conflicts.slice(i, i + 1000)).execute();
+  }
+  await sql`
+    update sync_items i set outcome = v.outcome, conflicted = v.conflicted, error = v.error
+      from (values ${sql.join(
+        outcomes.map((o) => sql`(${o.profileId}, ${o.outcome}, ${(o.plan?.conflicts.length ?? 0) > 0}::boolean, ${o.error ?? null}::text)`),
+      )}) as v(profile_id, outcome, conflicted, error)
+     where i.sync_id = ${sync.id} and i.profile_id = v.profile_id`.execute(tx);
+  const count = (pred: (o: Outcome) => boolean) => outcomes.filter(pred).length;
+  await tx
+    .updateTable('syncs')
+    .set({
+      processed: sql`processed + ${outcomes.length}`,
+      updated: sql`updated + ${updated.length}`,
+      unchanged: sql`unchanged + ${count((o) => o.outcome === 'unchanged')}`,
+      failed: sql`failed + ${count((o) => o.outcome === 'failed')}`,
+      conflicted: sql`conflicted + ${count((o) => (o.plan?.conflicts.length ?? 0) > 0)}`,
+    })
+    .where('id', '=', sync.id)
+    .execute();
+}
+
+/** Completes the sync once no item is pending, then starts the app's next queued sync. */
+export async function finishIfDone(ctx: Ctx, syncId: string): Promise<void> {
+  await ctx.db.transaction().execute(async (tx) => {
+    const sync = await tx.selectFrom('syncs').selectAll().where('id', '=', syncId).forUpdate().executeTakeFirst();
+    if (!sync || sync.status !== 'running') return;
+    const pending = await tx.selectFrom('syncItems').select('profileId').where('syncId', '=', syncId).where('outcome', 'is', null).limit(1).executeTakeFirst();
+    if (pending) return;
+    // The counters were kept per batch; recount from the items so the end state is exact.
+    const c = await tx
+      .selectFrom('syncItems')
+      .select([
+        sql<number>`count(*)::int`.as('processed'),
+        sql<number>`(count(*) filter (where outcome = 'updated'))::int`.as('updated'),
+        sql<number>`(count(*) filter (where outcome = 'unchanged'))::int`.as('unchanged'),
+        sql<number>`(count(*) filter (where outcome = 'failed'))::int`.as('failed'),
+        sql<number>`(count(*) filter (where conflicted))::int`.as('conflicted'),
+      ])
+      .where('syncId', '=', syncId)
+      .executeTakeFirstOrThrow();
+    await tx.updateTable('syncs').set({ ...c, status: 'completed', completedAt: ctx.now() }).where('id', '=', syncId).execute();
+    await startNextSync(ctx, tx, sync.appId);
+  });
+}
+
+/** Syncs of one app run one after another, so two never interleave on a profile. */
+export async function startNextSync(ctx: Ctx, tx: Tx, appId: string): Promise<void> {
+  const running = await tx.selectFrom('syncs').select('id').where('appId', '=', appId).where('status', '=', 'running').executeTakeFirst();
+  if (running) return;
+  const next = await tx
+    .selectFrom('syncs')
+    .select('id')
+    .where('appId', '=', appId)
+    .where('status', '=', 'queued')
+    .orderBy('createdAt')
+    .orderBy('id')
+    .executeTakeFirst();
+  if (next) await ctx.queue.send('sync-start', { syncId: next.id }, { tx, singletonKey: next.id });
+}

@@ -1,0 +1,111 @@
+import { createHash } from 'node:crypto';
+import { mergeFile, type ConflictKind, type Strategy } from './merge/index.js';
+import { applyOverlay, overlayHashOf, sortByPath, totals, treeHashOf, type OverlayEntry, type TreeEntry } from '../core/trees.js';
+
+/**
+ * One profile's merge of a new app version, as data: which overlay its new state has
+ * (relative to the incoming version), which new blobs that needs, and which conflicts to
+ * record. Pure apart from `bytes`, which fetches blob contents by hash.
+ */
+export interface ProfileMergePlan {
+  overlay: OverlayEntry[];
+  overlayHash: string;
+  treeHash: string;
+  fileCount: number;
+  size: number;
+  newBlobs: { hash: string; bytes: Buffer }[];
+  conflicts: {
+    path: string;
+    kind: ConflictKind;
+    status: 'open' | 'resolved';
+    resolution: 'current' | 'incoming' | null;
+    baseHash: string | null;
+    currentHash: string | null;
+    incomingHash: string | null;
+    resultHash: string | null;
+  }[];
+}
+
+export interface VersionTree {
+  entries: TreeEntry[];
+  byPath: Map<string, TreeEntry>;
+  hash: string;
+}
+
+export function versionTree(entries: TreeEntry[]): VersionTree {
+  return { entries, byPath: new Map(entries.map((e) => [e.path, e])), hash: treeHashOf(entries) };
+}
+
+/** Paths whose content differs between two version trees (changed, added or removed). */
+export function changedPaths(base: VersionTree, incoming: VersionTree): Set<string> {
+  const out = new Set<string>();
+  for (const e of incoming.entries) if (base.byPath.get(e.path)?.hash !== e.hash) out.add(e.path);
+  for (const e of base.entries) if (!incoming.byPath.has(e.path)) out.add(e.path);
+  return out;
+}
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+/**
+ * Three-way merge of one profile: base = its base version, current = base ⊕ `overlay`,
+ * incoming = the new version. Only paths in the overlay that the version also changed can
+ * conflict; every other path takes whichever side changed.
+ */
+export async function planProfileMerge(
+  base: VersionTree,
+  incoming: VersionTree,
+  delta: Set<string>,
+  overlay: OverlayEntry[],
+  strategy: Strategy,
+  bytes: (hash: string) => Promise<Buffer>,
+): Promise<ProfileMergePlan> {
+  const next: OverlayEntry[] = [];
+  const newBlobs: ProfileMergePlan['newBlobs'] = [];
+  const conflicts: ProfileMergePlan['conflicts'] = [];
+  for (const entry of overlay) {
+    const inc = incoming.byPath.get(entry.path) ?? null;
+    let result: { hash: string; size: number } | null = entry.hash === null ? null : { hash: entry.hash, size: entry.size ?? 0 };
+    if (delta.has(entry.path) && (inc?.hash ?? null) !== entry.hash) {
+      // Both sides changed this path, differently.
+      const b = base.byPath.get(entry.path) ?? null;
+      const merged = mergeFile({
+        path: entry.path,
+        base: b ? await bytes(b.hash) : null,
+        current: entry.hash ? await bytes(entry.hash) : null,
+        incoming: inc ? await bytes(inc.hash) : null,
+        strategy,
+      });
+      if (merged.result === null) result = null;
+      else {
+        const hash = sha(merged.result);
+        result = { hash, size: merged.result.length };
+        if (hash !== entry.hash && hash !== inc?.hash) newBlobs.push({ hash, bytes: Buffer.from(merged.result) });
+      }
+      if (merged.conflict) {
+        conflicts.push({
+          path: entry.path,
+          kind: merged.conflict.kind,
+          status: merged.conflict.status,
+          resolution: merged.conflict.resolution,
+          baseHash: b ? `sha256-${b.hash}` : null,
+          currentHash: entry.hash ? `sha256-${entry.hash}` : null,
+          incomingHash: inc ? `sha256-${inc.hash}` : null,
+          resultHash: merged.conflict.status === 'open' || result === null ? null : `sha256-${result.hash}`,
+        });
+      }
+    }
+    // The new overlay is relative to the incoming version: keep the path only where it differs.
+    if ((result?.hash ?? null) !== (inc?.hash ?? null)) {
+      next.push({ path: entry.path, hash: result?.hash ?? null, size: result?.size ?? null });
+    }
+  }
+  const files = applyOverlay(incoming.entries, next);
+  return {
+    overlay: sortByPath(next),
+    overlayHash: overlayHashOf(next),
+    treeHash: next.length === 0 ? incoming.hash : treeHashOf(files),
+    ...totals(files),
+    newBlobs,
+    conflicts,
+  };
+}

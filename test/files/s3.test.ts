@@ -1,0 +1,147 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openBlobStore } from '../../src/storage/blobs/index.js';
+import type { S3BlobStore } from '../../src/storage/blobs/s3.js';
+import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
+import { asStrings, commit, declare, deploy, download, hex, put, putAll, ref, tarGz, treeHash, type Bundle } from './bundle.js';
+
+// The same flows on the S3 driver, against s3rver (a fake S3 on loopback, path-style).
+// s3rver checks neither signatures nor checksums: the hash checks here are our own.
+
+interface FakeS3 {
+  run(): Promise<{ port: number }>;
+  close(): Promise<void>;
+}
+
+let t: TestServer;
+let s3: FakeS3;
+let s3Dir: string;
+let key: string;
+const BUCKET = 'harnesslayer';
+
+beforeAll(async () => {
+  s3Dir = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-s3rver-'));
+  const S3rver = (await import('s3rver')).default as new (opts: object) => FakeS3;
+  s3 = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: s3Dir, configureBuckets: [{ name: BUCKET }] });
+  const { port } = await s3.run();
+  // The SDK's default credential chain reads these (this file runs in its own process).
+  process.env.AWS_ACCESS_KEY_ID = 'S3RVER';
+  process.env.AWS_SECRET_ACCESS_KEY = 'S3RVER';
+  t = await startTestServer({ listen: true });
+  // loadConfig takes no `s3` override, so open the S3 store from the same factory the
+  // server uses and put it in the context (routes and workers read ctx.blobs per call).
+  const local = t.ctx.blobs;
+  t.ctx.blobs = await openBlobStore(
+    { ...t.config, storage: `s3://${BUCKET}/deploy/blobs`, s3: { endpoint: `http://127.0.0.1:${port}`, region: 'us-east-1' } },
+    t.ctx.secrets,
+  );
+  await local.close();
+  key = (await t.org()).key;
+});
+afterAll(async () => {
+  await t?.close();
+  await s3?.close();
+  await fs.rm(s3Dir, { recursive: true, force: true });
+});
+
+async function keys(prefix: string): Promise<string[]> {
+  const store = t.ctx.blobs as S3BlobStore;
+  const res = await store.client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: `deploy/blobs/${prefix}` }));
+  return (res.Contents ?? []).map((o) => o.Key!);
+}
+
+let n = 0;
+const createApp = async (type: 'claude' | 'openclaw' = 'claude') => (await t.call('POST', '/v1/app/create', { key, body: { slug: `s3-${++n}`, type } })).body.data.id as string;
+
+describe('S3 driver', () => {
+  it('reports the blob store in /healthz', async () => {
+    const res = await t.call('GET', '/healthz', { key: '' });
+    expect(res.status).toBe(200);
+    expect(res.body.data).toMatchObject({ status: 'ok', blobStore: 's3' });
+  });
+
+  it('runs version upload → PUT → complete → get → download → rollback', async () => {
+    const appId = await createApp();
+    const v1: Bundle = { 'CLAUDE.md': '# s3', '.claude/settings.json': '{"a":true}', 'big.bin': Buffer.alloc(100 * 1024, 7) };
+    const up = await t.call('POST', '/v1/version/upload', { key, body: { appId, files: declare(v1) } });
+    expect(up.status).toBe(200);
+    const urls = up.body.data.uploadUrls;
+    expect(urls[0].url).toMatch(new RegExp(`^http://127\\.0\\.0\\.1:\\d+/${BUCKET}/deploy/blobs/uploads/${up.body.data.uploadId}/0\\?`));
+    expect(urls[0].url).not.toContain('x-amz-checksum');
+    expect(urls[0].url).not.toContain('x-amz-sdk-checksum-algorithm');
+    await putAll(urls, v1);
+    const done = await t.call('POST', `/v1/version/upload/${up.body.data.uploadId}/complete`, { key, body: { appId, versionId: up.body.data.versionId } });
+    expect(done.status).toBe(200);
+    expect(done.body.data).toMatchObject({ number: 1, isHead: true, treeHash: treeHash(v1), fileCount: 3 });
+    expect(await keys(`blobs/${hex('# s3').slice(0, 2)}/`)).toContain(`deploy/blobs/blobs/${hex('# s3').slice(0, 2)}/${hex('# s3')}`);
+    expect(await keys(`uploads/${up.body.data.uploadId}/`)).toEqual([]);
+
+    const dl = (await t.call('GET', `/v1/version/download/${done.body.data.id}`, { key })).body.data;
+    const files = await download(dl.url);
+    expect(files['big.bin'].equals(v1['big.bin'] as Buffer)).toBe(true);
+    expect(files['CLAUDE.md'].toString()).toBe('# s3');
+
+    const v2 = await deploy(t, key, appId, { ...v1, 'CLAUDE.md': '# s3 v2' });
+    expect(v2).toMatchObject({ number: 2, parentVersionId: done.body.data.id });
+    const back = await t.call('POST', '/v1/version/rollback', { key, body: { appId, toVersionId: done.body.data.id } });
+    expect(back.body.data).toMatchObject({ id: done.body.data.id, isHead: true });
+  });
+
+  it('rejects wrong bytes at complete, naming the file, and stores nothing under the content address', async () => {
+    const appId = await createApp();
+    const files = { 'good.txt': 'good', 'bad.txt': 'expected' };
+    const up = (await t.call('POST', '/v1/version/upload', { key, body: { appId, files: declare(files) } })).body.data;
+    expect((await put(up.uploadUrls[0], 'good')).status).toBe(200);
+    expect((await put(up.uploadUrls[1], 'tampered')).status).toBe(200); // S3 cannot know
+    const res = await t.call('POST', `/v1/version/upload/${up.uploadId}/complete`, { key, body: { appId, versionId: up.versionId } });
+    expect(res.status).toBe(400);
+    expect(res.body.error).toContain('bad.txt');
+    expect(res.body.details).toMatchObject({ missing: [] });
+    expect((res.body.details as { mismatched: unknown[] }).mismatched).toEqual([{ name: 'bad.txt', expected: ref('expected'), actual: ref('tampered') }]);
+    expect(await keys(`uploads/${up.uploadId}/1`)).toEqual([]);
+    expect(await keys(`blobs/${hex('tampered').slice(0, 2)}/${hex('tampered')}`)).toEqual([]);
+    expect(await keys(`blobs/${hex('expected').slice(0, 2)}/${hex('expected')}`)).toEqual([]);
+    expect((await t.call('GET', `/v1/version/list?appId=${appId}`, { key })).body.data.total).toBe(0);
+    // The upload stays open: PUT the right bytes and complete.
+    await put(up.uploadUrls[1], 'expected');
+    expect((await t.call('POST', `/v1/version/upload/${up.uploadId}/complete`, { key, body: { appId, versionId: up.versionId } })).status).toBe(200);
+  });
+
+  it('commits, downloads and snapshots states, and collects everything when the app goes', async () => {
+    const appId = await createApp('openclaw');
+    await deploy(t, key, appId, { 'a.md': 'a', 'b.md': 'b' });
+    const p = (await t.call('POST', '/v1/profile/create', { key, body: { appId, identifier: 'u1' } })).body.data;
+    const s = await commit(t, key, p.id, { 'a.md': 'a', 'c.md': 'c from the profile' });
+    expect(s.status).toBe(200);
+    expect(s.body.data).toMatchObject({ number: 2, isHead: true, fileCount: 2 });
+    const dl = (await t.call('POST', `/v1/state/download/${s.body.data.id}`, { key })).body.data;
+    expect(asStrings(await download(dl.url))).toEqual({ 'a.md': 'a', 'c.md': 'c from the profile' });
+
+    const archive = await tarGz([{ name: 'restored.md', data: 'from the sandbox' }]);
+    const up = (await t.call('POST', '/v1/state/upload', { key, body: { profileId: p.id, files: [{ name: 'snap.tgz', hash: ref(archive) }] } })).body.data;
+    await put(up.uploadUrls[0], archive);
+    const url = up.uploadUrls[0].url;
+    for (const bad of [url.replace(/X-Amz-Signature=[0-9a-f]+/, `X-Amz-Signature=${'0'.repeat(64)}`), url.replace('/uploads/', '/uploads/x')]) {
+      expect((await t.call('POST', '/v1/state/snapshot', { key, body: { profileId: p.id, storageUrl: bad } })).status).toBe(400);
+    }
+    const snap = await t.call('POST', '/v1/state/snapshot', { key, body: { profileId: p.id, storageUrl: url } });
+    expect(snap.status).toBe(200);
+    const ready = await eventually(async () => {
+      const r = (await t.call('GET', `/v1/state/${snap.body.data.id}`, { key })).body.data;
+      return r.status !== 'materializing' && r;
+    }, 'snapshot');
+    expect(ready).toMatchObject({ status: 'ready', isHead: true, files: [{ name: 'restored.md', hash: ref('from the sandbox'), size: 16 }] });
+    // The job removes its staging area right after the state is ready.
+    await eventually(async () => (await keys(`uploads/snapshot-${snap.body.data.id}/`)).length === 0, 'snapshot staging removed');
+
+    expect((await t.call('DELETE', `/v1/app/${appId}`, { key })).status).toBe(200);
+    await eventually(async () => (await t.call('GET', `/v1/app/${appId}`, { key })).status === 404, 'app deleted');
+    for (const content of ['b', 'c from the profile', 'from the sandbox', archive]) {
+      expect(await keys(`blobs/${hex(content).slice(0, 2)}/${hex(content)}`)).toEqual([]);
+    }
+    expect(await keys(`uploads/${up.uploadId}/`)).toEqual([]);
+  });
+});

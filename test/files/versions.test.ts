@@ -1,0 +1,325 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+import { asStrings, declare, deploy, download, hex, put, putAll, ref, treeHash, type Bundle } from './bundle.js';
+
+// App versions on the local blob store, through a real listening socket.
+
+let t: TestServer;
+let key: string;
+let other: { key: string; id: string };
+
+beforeAll(async () => {
+  t = await startTestServer({ listen: true });
+  key = (await t.org()).key;
+  other = await t.org();
+});
+afterAll(async () => t?.close());
+
+let appCounter = 0;
+async function newApp(type: 'claude' | 'openclaw' = 'claude', k = key): Promise<string> {
+  const res = await t.call('POST', '/v1/app/create', { key: k, body: { slug: `app-${++appCounter}`, type } });
+  return res.body.data.id;
+}
+
+async function upload(appId: string, files: Bundle, extra: Record<string, unknown> = {}, k = key) {
+  return t.call('POST', '/v1/version/upload', { key: k, body: { appId, files: declare(files), ...extra } });
+}
+
+async function complete(appId: string, up: { uploadId: string; versionId: string }, k = key) {
+  return t.call('POST', `/v1/version/upload/${up.uploadId}/complete`, { key: k, body: { appId, versionId: up.versionId } });
+}
+
+const blobDir = () => t.config.storage.slice('file:'.length);
+
+async function listFiles(dir: string): Promise<string[]> {
+  const entries = await fs.readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
+  return entries.filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
+}
+
+describe('version upload → PUT → complete → get → download → rollback', () => {
+  it('runs the whole flow and keeps heads, numbers and parents right', async () => {
+    const appId = await newApp();
+    const v1Files: Bundle = {
+      'CLAUDE.md': '# Hello\n',
+      '.claude/settings.json': '{"permissions":{}}',
+      '.claude/skills/greet/SKILL.md': 'say hi',
+      'bin/data.bin': Buffer.from([0, 1, 2, 255, 254, 0]),
+    };
+    const up = await upload(appId, v1Files);
+    expect(up.status).toBe(200);
+    expect(up.body.data).toMatchObject({ uploadId: expect.stringMatching(/^upload-/), versionId: expect.stringMatching(/^ver-/) });
+    expect(Date.parse(up.body.data.expiresAt) - Date.now()).toBeLessThanOrEqual(15 * 60 * 1000 + 1000);
+    for (const u of up.body.data.uploadUrls) {
+      expect(u).toMatchObject({ method: 'PUT', exists: false, headers: { 'Content-Type': 'application/octet-stream' } });
+      expect(u.url.startsWith(`${t.url}/v1/blobs/upload/`)).toBe(true);
+    }
+    expect(await putAll(up.body.data.uploadUrls, v1Files)).toBe(4);
+    const done = await complete(appId, up.body.data);
+    expect(done.status).toBe(200);
+    const v1 = done.body.data;
+    expect(v1).toMatchObject({ id: up.body.data.versionId, appId, number: 1, parentVersionId: null, fileCount: 4, isHead: true, treeHash: treeHash(v1Files) });
+    expect(v1.size).toBe(Object.values(v1Files).reduce((n, b) => n + Buffer.byteLength(b), 0));
+    expect(v1.files.map((f: { name: string }) => f.name)).toEqual(['.claude/settings.json', '.claude/skills/greet/SKILL.md', 'CLAUDE.md', 'bin/data.bin']);
+    expect(v1.files[2]).toEqual({ name: 'CLAUDE.md', hash: ref('# Hello\n'), size: 8 });
+    expect((await t.call('GET', `/v1/app/${appId}`, { key })).body.data.headVersionId).toBe(v1.id);
+
+    const got = await t.call('GET', `/v1/version/${v1.id}`, { key });
+    expect(got.body.data).toEqual(v1);
+
+    const dl = await t.call('GET', `/v1/version/download/${v1.id}`, { key });
+    expect(dl.status).toBe(200);
+    expect(dl.body.data.url.startsWith(`${t.url}/v1/download/`)).toBe(true);
+    const zipped = await download(dl.body.data.url);
+    expect(Object.keys(zipped).sort()).toEqual(Object.keys(v1Files).sort());
+    for (const [name, body] of Object.entries(v1Files)) expect(zipped[name].equals(Buffer.from(body))).toBe(true);
+
+    // v2 changes one file: the unchanged ones are already stored (`exists`), no PUT needed.
+    const v2Files = { ...v1Files, 'CLAUDE.md': '# Hello v2\n' };
+    const up2 = await upload(appId, v2Files);
+    const exists = Object.fromEntries(up2.body.data.uploadUrls.map((u: { name: string; exists: boolean }) => [u.name, u.exists]));
+    expect(exists).toEqual({ 'CLAUDE.md': false, '.claude/settings.json': true, '.claude/skills/greet/SKILL.md': true, 'bin/data.bin': true });
+    expect(await putAll(up2.body.data.uploadUrls, v2Files)).toBe(1);
+    const v2 = (await complete(appId, up2.body.data)).body.data;
+    expect(v2).toMatchObject({ number: 2, parentVersionId: v1.id, isHead: true });
+    expect(asStrings(await download((await t.call('GET', `/v1/version/download/${v2.id}`, { key })).body.data.url))['CLAUDE.md']).toBe('# Hello v2\n');
+
+    const back = await t.call('POST', '/v1/version/rollback', { key, body: { appId, toVersionId: v1.id, reason: 'bad deploy' } });
+    expect(back.status).toBe(200);
+    expect(back.body.data).toMatchObject({ id: v1.id, isHead: true, number: 1 });
+    expect((await t.call('GET', `/v1/app/${appId}`, { key })).body.data.headVersionId).toBe(v1.id);
+    const record = await t.ctx.db.selectFrom('rollbacks').selectAll().where('appId', '=', appId).executeTakeFirstOrThrow();
+    expect(record).toMatchObject({ kind: 'version', fromId: v2.id, toId: v1.id, reason: 'bad deploy' });
+
+    // After the rollback the next version's parent is v1 and its number is still max + 1.
+    const v3 = await deploy(t, key, appId, { ...v1Files, 'NEW.md': 'new' });
+    expect(v3).toMatchObject({ number: 3, parentVersionId: v1.id, isHead: true });
+
+    const list = await t.call('GET', `/v1/version/list?appId=${appId}&pageSize=2`, { key });
+    expect(list.body.data).toMatchObject({ total: 3, page: 1, pageSize: 2 });
+    expect(list.body.data.items.map((v: { number: number; isHead: boolean }) => [v.number, v.isHead])).toEqual([
+      [3, true],
+      [2, false],
+    ]);
+    expect(list.body.data.items[0].files).toBeUndefined();
+    // Identical content is stored once.
+    expect(await listFiles(blobDir()).then((f) => f.filter((p) => p.includes(hex('# Hello\n'))).length)).toBe(1);
+  });
+
+  it('accepts SRI base64 and bare hex hashes and stores an empty bundle', async () => {
+    const appId = await newApp('openclaw');
+    const body = 'abc';
+    const sri = `sha256-${Buffer.from(hex(body), 'hex').toString('base64')}`;
+    const up = await t.call('POST', '/v1/version/upload', { key, body: { appId, files: [{ name: 'a.txt', hash: sri }, { name: 'b.txt', hash: hex('b').toUpperCase() }] } });
+    expect(up.status).toBe(200);
+    await putAll(up.body.data.uploadUrls, { 'a.txt': body, 'b.txt': 'b' });
+    const v = (await complete(appId, up.body.data)).body.data;
+    expect(v.files).toEqual([
+      { name: 'a.txt', hash: ref('abc'), size: 3 },
+      { name: 'b.txt', hash: ref('b'), size: 1 },
+    ]);
+    const empty = await deploy(t, key, appId, {});
+    expect(empty).toMatchObject({ number: 2, fileCount: 0, size: 0, treeHash: hex(''), files: [] });
+    expect(await download((await t.call('GET', `/v1/version/download/${empty.id}`, { key })).body.data.url)).toEqual({});
+  });
+});
+
+describe('signed upload URLs', () => {
+  it('rejects a PUT whose bytes do not match and stores nothing', async () => {
+    const appId = await newApp();
+    const up = await upload(appId, { 'a.txt': 'right' });
+    const u = up.body.data.uploadUrls[0];
+    const before = await listFiles(blobDir());
+    const res = await put(u, 'wrong');
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ success: false, error: expect.stringContaining('nothing was stored') });
+    expect(await listFiles(blobDir())).toEqual(before);
+    const done = await complete(appId, up.body.data);
+    expect(done.status).toBe(400);
+    expect(done.body.details).toEqual({ missing: ['a.txt'], mismatched: [] });
+    // The upload stays open: the right bytes go through and complete succeeds.
+    expect((await put(u, 'right')).status).toBe(200);
+    expect((await complete(appId, up.body.data)).status).toBe(200);
+  });
+
+  it('refuses an expired URL', async () => {
+    const appId = await newApp();
+    const up = await upload(appId, { 'a.txt': 'x' });
+    const realNow = t.ctx.now;
+    t.ctx.now = () => new Date(Date.now() + 16 * 60 * 1000);
+    try {
+      const res = await put(up.body.data.uploadUrls[0], 'x');
+      expect(res.status).toBe(403);
+      expect(((await res.json()) as { error: string }).error).toMatch(/expired/);
+    } finally {
+      t.ctx.now = realNow;
+    }
+  });
+
+  it('refuses a URL altered to point at another file, upload or hash', async () => {
+    const appId = await newApp();
+    const files = { 'a.txt': 'aaa', 'b.txt': 'bbb' };
+    const up = await upload(appId, files);
+    const [a, b] = up.body.data.uploadUrls;
+    const toB = { ...a, url: a.url.replace('/0?', '/1?') };
+    expect(toB.url).not.toBe(a.url);
+    expect((await put(toB, 'bbb')).status).toBe(403);
+    const otherHash = { ...a, url: a.url.replace(/h=[0-9a-f]+/, `h=${hex('bbb')}`) };
+    expect((await put(otherHash, 'bbb')).status).toBe(403);
+    const otherUpload = { ...a, url: a.url.replace(up.body.data.uploadId, 'upload-XXXXXXXXXXXXXXXX') };
+    expect((await put(otherUpload, 'aaa')).status).toBe(403);
+    const res = await put(b, 'bbb');
+    expect(res.status).toBe(200);
+  });
+});
+
+describe('complete', () => {
+  it('names a missing file, registers nothing, and completes once it is there', async () => {
+    const appId = await newApp();
+    const files = { 'a.txt': 'a', 'missing.txt': 'm' };
+    const up = await upload(appId, files);
+    await put(up.body.data.uploadUrls[0], 'a');
+    const res = await complete(appId, up.body.data);
+    expect(res.status).toBe(400);
+    expect(res.body.error).toContain('missing.txt');
+    expect((await t.call('GET', `/v1/version/list?appId=${appId}`, { key })).body.data.total).toBe(0);
+    expect((await t.call('GET', `/v1/app/${appId}`, { key })).body.data.headVersionId).toBeNull();
+    await put(up.body.data.uploadUrls[1], 'm');
+    expect((await complete(appId, up.body.data)).status).toBe(200);
+  });
+
+  it('returns the same version when completed twice, and version/create registers an open upload', async () => {
+    const appId = await newApp();
+    const files = { 'a.txt': 'twice' };
+    const up = await upload(appId, files, { versionId: 'release-1' });
+    expect(up.body.data.versionId).toBe('release-1');
+    await putAll(up.body.data.uploadUrls, files);
+    const first = await complete(appId, up.body.data);
+    const second = await complete(appId, up.body.data);
+    expect(second.status).toBe(200);
+    expect(second.body.data).toEqual(first.body.data);
+    expect((await t.call('POST', '/v1/version/create', { key, body: { appId, versionId: 'release-1' } })).body.data.id).toBe('release-1');
+    expect((await t.call('GET', `/v1/version/list?appId=${appId}`, { key })).body.data.total).toBe(1);
+
+    const up2 = await upload(appId, { 'b.txt': 'b' });
+    await putAll(up2.body.data.uploadUrls, { 'b.txt': 'b' });
+    const created = await t.call('POST', '/v1/version/create', { key, body: { appId, versionId: up2.body.data.versionId } });
+    expect(created.status).toBe(200);
+    expect(created.body.data).toMatchObject({ id: up2.body.data.versionId, number: 2, parentVersionId: 'release-1', isHead: true });
+    expect((await t.call('POST', '/v1/version/create', { key, body: { appId, versionId: 'ver-unknown' } })).status).toBe(404);
+  });
+
+  it('rejects an invalid .claude/settings.json of a claude app, naming the file', async () => {
+    const appId = await newApp('claude');
+    const files = { '.claude/settings.json': '{"oops": ', 'CLAUDE.md': 'x' };
+    const up = await upload(appId, files);
+    await putAll(up.body.data.uploadUrls, files);
+    const res = await complete(appId, up.body.data);
+    expect(res.status).toBe(400);
+    expect(res.body.error).toContain('.claude/settings.json');
+    expect((await t.call('GET', `/v1/version/list?appId=${appId}`, { key })).body.data.total).toBe(0);
+    // openclaw apps do not interpret the file.
+    const claw = await newApp('openclaw');
+    expect((await deploy(t, key, claw, files)).number).toBe(1);
+  });
+});
+
+describe('upload input rules', () => {
+  it.each([
+    ['../x', 'segment'],
+    ['/x', 'absolute'],
+    ['a//b', 'empty segment'],
+    ['a/', 'empty segment'],
+    ['a\0b', 'NUL'],
+    ['a\\b', 'backslash'],
+    ['./a', 'segment'],
+    ['', 'empty'],
+    ['é'.repeat(512) + 'x', '1024 bytes'],
+  ])('rejects the file name %j', async (name, why) => {
+    const appId = await newApp();
+    const res = await t.call('POST', '/v1/version/upload', { key, body: { appId, files: [{ name, hash: ref('x') }] } });
+    expect(res.status).toBe(400);
+    expect(res.body.error).toContain(why);
+    expect(await t.ctx.db.selectFrom('uploads').select('id').where('appId', '=', appId).execute()).toEqual([]);
+  });
+
+  it('accepts a 1,024-byte name', async () => {
+    const appId = await newApp();
+    const name = 'é'.repeat(512);
+    expect(Buffer.byteLength(name)).toBe(1024);
+    expect((await t.call('POST', '/v1/version/upload', { key, body: { appId, files: [{ name, hash: ref('x') }] } })).status).toBe(200);
+  });
+
+  it('rejects 11,000 files, duplicates, bad hashes, bad ids and unknown fields', async () => {
+    const appId = await newApp();
+    const many = Array.from({ length: 11_000 }, (_, i) => ({ name: `f${i}`, hash: ref(String(i)) }));
+    const tooMany = await t.call('POST', '/v1/version/upload', { key, body: { appId, files: many } });
+    expect(tooMany.status).toBe(400);
+    expect(tooMany.body.error).toMatch(/10000/);
+    const dup = await t.call('POST', '/v1/version/upload', { key, body: { appId, files: [{ name: 'a', hash: ref('1') }, { name: 'a', hash: ref('2') }] } });
+    expect(dup.status).toBe(400);
+    expect(dup.body.error).toContain('duplicate');
+    for (const hash of ['md5-abc', `sha256-${'g'.repeat(64)}`, 'sha256-short', hex('x').slice(1)]) {
+      expect((await t.call('POST', '/v1/version/upload', { key, body: { appId, files: [{ name: 'a', hash }] } })).status).toBe(400);
+    }
+    for (const versionId of ['', 'a'.repeat(65), 'has space', 'dot.ted']) {
+      expect((await t.call('POST', '/v1/version/upload', { key, body: { appId, versionId, files: [] } })).status).toBe(400);
+    }
+    const extra = await t.call('POST', '/v1/version/upload', { key, body: { appId, files: [{ name: 'a', hash: ref('1'), size: 1 }] } });
+    expect(extra.status).toBe(400);
+    expect(extra.body.error).toContain('size');
+  });
+
+  it('answers 409 for a versionId already used', async () => {
+    const appId = await newApp();
+    await deploy(t, key, appId, { 'a.txt': 'a' }, 'v-taken');
+    expect((await upload(appId, { 'b.txt': 'b' }, { versionId: 'v-taken' })).status).toBe(409);
+    const open = await upload(appId, { 'b.txt': 'b' }, { versionId: 'v-open' });
+    expect(open.status).toBe(200);
+    expect((await upload(appId, { 'c.txt': 'c' }, { versionId: 'v-open' })).status).toBe(409);
+  });
+});
+
+describe('tenancy', () => {
+  it('hides versions, uploads and content of another organization', async () => {
+    const appId = await newApp();
+    const secret = { 'secret.txt': 'tenant A only' };
+    const v = await deploy(t, key, appId, secret);
+    const theirApp = await newApp('claude', other.key);
+    const up = await upload(theirApp, secret, {}, other.key);
+    expect(up.body.data.uploadUrls[0].exists).toBe(false);
+    // Completing without the bytes does not borrow tenant A's blob.
+    expect((await complete(theirApp, up.body.data, other.key)).status).toBe(400);
+    expect((await t.call('GET', `/v1/version/${v.id}`, { key: other.key })).status).toBe(404);
+    expect((await t.call('GET', `/v1/version/download/${v.id}`, { key: other.key })).status).toBe(404);
+    expect((await t.call('GET', `/v1/version/list?appId=${appId}`, { key: other.key })).status).toBe(404);
+    expect((await t.call('POST', '/v1/version/rollback', { key: other.key, body: { appId: theirApp, toVersionId: v.id } })).status).toBe(404);
+    const mine = await upload(appId, { 'x.txt': 'x' });
+    expect((await complete(theirApp, mine.body.data, other.key)).status).toBe(404);
+    // Another app of the same organization is not this app either.
+    const sibling = await newApp();
+    expect((await t.call('POST', '/v1/version/rollback', { key, body: { appId: sibling, toVersionId: v.id } })).status).toBe(404);
+  });
+
+  it('download URLs cannot be altered and expire', async () => {
+    const appId = await newApp();
+    const v = await deploy(t, key, appId, { 'a.txt': 'a' });
+    const { url } = (await t.call('GET', `/v1/version/download/${v.id}`, { key })).body.data;
+    const token = url.split('/').pop()!;
+    const [payload, sig] = token.split('.');
+    const forged = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload, 'base64url').toString()), i: 'ver-other' })).toString('base64url');
+    const altered = await fetch(url.replace(token, `${forged}.${sig}`));
+    expect(altered.status).toBe(403);
+    expect(await altered.json()).toMatchObject({ success: false });
+    const realNow = t.ctx.now;
+    t.ctx.now = () => new Date(Date.now() + 16 * 60 * 1000);
+    try {
+      const expired = await fetch(url);
+      expect(expired.status).toBe(403);
+      expect(((await expired.json()) as { error: string }).error).toMatch(/expired/);
+    } finally {
+      t.ctx.now = realNow;
+    }
+  });
+});
