@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type { Ctx } from '../core/context.js';
 import { newId } from '../core/ids.js';
-import { readOverlay, readTree, saveBlobs, type OverlayEntry } from '../core/trees.js';
+import { readTree, saveBlobs, type OverlayEntry } from '../core/trees.js';
 import type { Tx } from '../storage/db.js';
 import type { Strategy } from './merge/index.js';
 import { changedPaths, planProfileMerge, versionTree, type ProfileMergePlan, type VersionTree } from './profile-merge.js';
