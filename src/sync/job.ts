@@ -92,7 +92,14 @@ class SyncCache {
   }
 }
 
-type Outcome = { profileId: string; outcome: 'updated' | 'unchanged' | 'failed'; error?: string; plan?: ProfileMergePlan };
+type Outcome = {
+  profileId: string;
+  outcome: 'updated' | 'unchanged' | 'failed';
+  error?: string;
+  plan?: ProfileMergePlan;
+  /** The overlay of the profile's head before the merge. */
+  fromOverlayHash?: string;
+};
 
 /**
  * The sync-range job: merges the pending profiles of one key range, a batch per transaction.
@@ -166,8 +173,8 @@ async function mergeBatch(
       const delta = cache.delta(p.baseVersionId, base, incoming);
       // A profile with no state yet has the base version's files: the empty overlay.
       const overlay = p.overlayHash ? (overlays.get(p.overlayHash) ?? []) : [];
-      const plan = await planProfileMerge(base, incoming, delta, overlay, strategy, (h) => cache.bytes(tx, h));
-      out.push({ profileId, outcome: 'updated', plan });
+      const plan = await planProfileMerge(base, incoming, delta, overlay, strategy, (h) => cache.bytes(tx, h), p.overlayHash ?? undefined);
+      out.push({ profileId, outcome: 'updated', plan, fromOverlayHash: p.overlayHash ?? undefined });
     } catch (err) {
       out.push({ profileId, outcome: 'failed', error: `Merge failed: ${(err as Error).message}` });
     }
@@ -206,7 +213,10 @@ async function writeBatch(
       await saveBlobs(tx, [...blobs].map(([hash, bytes]) => ({ hash, size: bytes.length, bytes })));
       for (const [hash, bytes] of blobs) await ctx.blobs.put(hash, bytes);
     }
-    const overlays = new Map(updated.filter((o) => o.plan.overlay.length > 0).map((o) => [o.plan.overlayHash, o.plan.overlay]));
+    // Only new overlays are written; one a profile keeps is already stored (and referenced).
+    const overlays = new Map(
+      updated.filter((o) => o.plan.overlay.length > 0 && o.plan.overlayHash !== o.fromOverlayHash).map((o) => [o.plan.overlayHash, o.plan.overlay]),
+    );
     if (overlays.size > 0) {
       const inserted = await tx
         .insertInto('overlays')

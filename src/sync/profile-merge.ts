@@ -58,7 +58,14 @@ export async function planProfileMerge(
   overlay: OverlayEntry[],
   strategy: Strategy,
   bytes: (hash: string) => Promise<Buffer>,
+  overlayHash?: string,
 ): Promise<ProfileMergePlan> {
+  // The common case: the version changed none of the profile's paths, so its overlay (and
+  // every file it holds) carries over unchanged onto the incoming version.
+  if (overlayHash !== undefined && !overlay.some((e) => delta.has(e.path))) {
+    const files = overlay.length === 0 ? incoming.entries : applyOverlay(incoming.entries, overlay);
+    return { overlay, overlayHash, treeHash: overlay.length === 0 ? incoming.hash : treeHashOf(files), ...totals(files), newBlobs: [], conflicts: [] };
+  }
   const next: OverlayEntry[] = [];
   const newBlobs: ProfileMergePlan['newBlobs'] = [];
   const conflicts: ProfileMergePlan['conflicts'] = [];
