@@ -72,6 +72,21 @@ class SyncCache {
     return d;
   }
 
+  /** Loads the inline contents of many blobs in one query (the merges of a batch). */
+  async prefetch(tx: Tx, hashes: Iterable<string>): Promise<void> {
+    const missing = [...new Set(hashes)].filter((h) => !this.blobs.has(h));
+    if (missing.length === 0) return;
+    const rows = await tx.selectFrom('blobs').select(['hash', 'data']).where('hash', 'in', missing).where('data', 'is not', null).execute();
+    for (const r of rows) this.keep(r.hash, Buffer.from(r.data!));
+  }
+
+  private keep(hash: string, buf: Buffer): void {
+    // Base and incoming contents repeat across profiles; keep up to 64 MiB of them.
+    if (this.blobBytes + buf.length > 64 * 1024 * 1024) return;
+    this.blobs.set(hash, buf);
+    this.blobBytes += buf.length;
+  }
+
   async bytes(tx: Tx, hash: string): Promise<Buffer> {
     const hit = this.blobs.get(hash);
     if (hit) return hit;
@@ -83,11 +98,7 @@ class SyncCache {
       for await (const chunk of await this.ctx.blobs.get(hash)) parts.push(chunk as Buffer);
       buf = Buffer.concat(parts);
     }
-    // Base and incoming contents repeat across profiles; keep up to 64 MiB of them.
-    if (this.blobBytes + buf.length <= 64 * 1024 * 1024) {
-      this.blobs.set(hash, buf);
-      this.blobBytes += buf.length;
-    }
+    this.keep(hash, buf);
     return buf;
   }
 }
@@ -153,6 +164,18 @@ async function mergeBatch(
   const byId = new Map(rows.map((r) => [r.id, r]));
   const incoming = await cache.tree(tx, sync.organizationId, sync.versionId);
   const overlays = await readOverlays(tx, [...new Set(rows.map((r) => r.overlayHash).filter((h): h is string => !!h))]);
+  // One query for every blob the batch's content merges will read.
+  const wanted: string[] = [];
+  for (const r of rows) {
+    if (!r.overlayHash || r.baseVersionId === sync.versionId) continue;
+    const base = await cache.tree(tx, sync.organizationId, r.baseVersionId);
+    const delta = cache.delta(r.baseVersionId, base, incoming);
+    for (const e of overlays.get(r.overlayHash) ?? []) {
+      if (!delta.has(e.path)) continue;
+      for (const h of [e.hash, base.byPath.get(e.path)?.hash, incoming.byPath.get(e.path)?.hash]) if (h) wanted.push(h);
+    }
+  }
+  await cache.prefetch(tx, wanted);
   const out: Outcome[] = [];
   for (const profileId of profileIds) {
     const p = byId.get(profileId);

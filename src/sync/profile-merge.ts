@@ -47,6 +47,45 @@ export function changedPaths(base: VersionTree, incoming: VersionTree): Set<stri
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 /**
+ * UTF-8 byte order of two strings without encoding them: UTF-16 code units order the same
+ * way except surrogates (U+10000 and up), which must sort after U+E000–U+FFFF.
+ */
+export function comparePaths(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800 && y >= 0xd800) {
+      x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
+      y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
+    }
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
+/** incoming ⊕ overlay for inputs already in path order: one linear pass, no re-sort. */
+function overlaySorted(incoming: TreeEntry[], overlay: OverlayEntry[]): TreeEntry[] {
+  const out: TreeEntry[] = [];
+  let i = 0;
+  for (const o of overlay) {
+    while (i < incoming.length && comparePaths(incoming[i].path, o.path) < 0) out.push(incoming[i++]);
+    if (i < incoming.length && incoming[i].path === o.path) i++;
+    if (o.hash !== null) out.push({ path: o.path, hash: o.hash, size: o.size ?? 0 });
+  }
+  while (i < incoming.length) out.push(incoming[i++]);
+  return out;
+}
+
+/** The contract's treeHash of entries already in path order. */
+function treeHashSorted(entries: TreeEntry[]): string {
+  const h = createHash('sha256');
+  for (const e of entries) h.update(`${e.path}\0${e.hash}\n`);
+  return h.digest('hex');
+}
+
+/**
  * Three-way merge of one profile: base = its base version, current = base ⊕ `overlay`,
  * incoming = the new version. Only paths in the overlay that the version also changed can
  * conflict; every other path takes whichever side changed.
@@ -62,9 +101,10 @@ export async function planProfileMerge(
 ): Promise<ProfileMergePlan> {
   // The common case: the version changed none of the profile's paths, so its overlay (and
   // every file it holds) carries over unchanged onto the incoming version.
+  // Both lists come from the database in path order (`collate "C"`).
   if (overlayHash !== undefined && !overlay.some((e) => delta.has(e.path))) {
-    const files = overlay.length === 0 ? incoming.entries : applyOverlay(incoming.entries, overlay);
-    return { overlay, overlayHash, treeHash: overlay.length === 0 ? incoming.hash : treeHashOf(files), ...totals(files), newBlobs: [], conflicts: [] };
+    const files = overlay.length === 0 ? incoming.entries : overlaySorted(incoming.entries, overlay);
+    return { overlay, overlayHash, treeHash: overlay.length === 0 ? incoming.hash : treeHashSorted(files), ...totals(files), newBlobs: [], conflicts: [] };
   }
   const next: OverlayEntry[] = [];
   const newBlobs: ProfileMergePlan['newBlobs'] = [];

@@ -619,3 +619,13 @@ describe('mergeText properties (seeded random inputs)', () => {
     }
   });
 });
+
+describe('comparePaths (UTF-8 byte order without encoding)', () => {
+  it('orders like Buffer.compare of the UTF-8 bytes', async () => {
+    const { comparePaths } = await import('../../src/sync/profile-merge.js');
+    const paths = ['a', 'B', 'a/b', 'a-b', 'é', '\uffff', '\u{1F600}', '\ue000x', 'z', '', 'a\u0000'];
+    const byBytes = [...paths].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+    const byFn = [...paths].sort(comparePaths);
+    expect(byFn).toEqual(byBytes);
+  });
+});

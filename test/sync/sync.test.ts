@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stateFiles } from '../../src/core/trees.js';
 import { readBlob } from '../../src/core/trees.js';
-import { commit, deploy } from '../files/bundle.js';
+import { commit, deploy, treeHash } from '../files/bundle.js';
 import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
 
 let t: TestServer;
@@ -153,10 +153,10 @@ describe('version sync end to end', () => {
       const prof = (await t.call('GET', `/v1/profile/${p.id}`, { key })).body.data;
       expect(prof.baseVersionId, label).toBe(v3.id);
       const state = (await t.call('GET', `/v1/state/${prof.headStateId}`, { key })).body.data;
-      expect(state, label).toMatchObject({ source: 'sync', baseVersionId: v3.id });
+      const want = expected(p.k, p.i, p.strategy);
+      expect(state, label).toMatchObject({ source: 'sync', baseVersionId: v3.id, treeHash: treeHash(want), fileCount: Object.keys(want).length });
       const conflicts = (await t.call('GET', `/v1/conflict/list?appId=${app.id}&profileId=${p.id}&pageSize=100`, { key })).body.data.items;
-      const want = expectedConflicts(p.k, p.strategy);
-      expect(Object.fromEntries(conflicts.map((c: any) => [c.path, c.kind])), label).toEqual(want);
+      expect(Object.fromEntries(conflicts.map((c: any) => [c.path, c.kind])), label).toEqual(expectedConflicts(p.k, p.strategy));
       for (const c of conflicts) {
         expect(c.syncId).toBe(syncs[p.strategy]);
         expect(c.strategy).toBe(p.strategy);
