@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { ConfigError, loadConfig } from '../config.js';
 import { createUser } from '../core/keys.js';
+import { registerDeployCommand } from './deploy.js';
 import { start, type Role } from '../start.js';
 import { migrate, openDatabase } from '../storage/db.js';
 
@@ -61,6 +62,8 @@ user
       await database.close();
     }
   });
+
+registerDeployCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError) console.error(`Configuration error: ${err.message}`);
