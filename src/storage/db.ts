@@ -28,7 +28,7 @@ export async function openDatabase(opts: { databaseUrl?: string; dataDir?: strin
     const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: opts.poolSize ?? 10 });
     // An idle client that errors (server restart) must not crash the process.
     pool.on('error', () => {});
-    const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }), plugins: [new CamelCasePlugin()] });
+    const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }), plugins: [new CamelCasePlugin({ maintainNestedObjectKeys: true })] });
     return {
       kind: 'postgres',
       db,
@@ -50,7 +50,7 @@ export async function openDatabase(opts: { databaseUrl?: string; dataDir?: strin
   const pglite = new PGlite(dataDir);
   await pglite.waitReady;
   const mutex = new PgliteMutex();
-  const db = new Kysely<DB>({ dialect: new PgliteDialect(pglite, mutex), plugins: [new CamelCasePlugin()] });
+  const db = new Kysely<DB>({ dialect: new PgliteDialect(pglite, mutex), plugins: [new CamelCasePlugin({ maintainNestedObjectKeys: true })] });
   return {
     kind: 'pglite',
     db,

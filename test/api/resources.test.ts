@@ -209,6 +209,10 @@ describe('profiles', () => {
     expect((await patch(`/v1/profile/${p.id}`, {})).body.data.metadata).toEqual({ plan: 'pro', n: 1 });
     expect((await patch(`/v1/profile/${p.id}`, { metadata: null })).body.data.metadata).toBeNull();
     expect((await patch(`/v1/profile/${p.id}`, { identifier: 'alice2' })).body.data.identifier).toBe('alice2');
+    // Metadata keys come back exactly as sent (no case conversion inside the JSON).
+    const keys = { plan_tier: 'gold', 'Some-Key': { inner_key: 1 } };
+    expect((await patch(`/v1/profile/${p.id}`, { metadata: keys })).body.data.metadata).toEqual(keys);
+    expect((await get(`/v1/profile/${p.id}`)).body.data.metadata).toEqual(keys);
     expect((await patch(`/v1/profile/${p.id}`, { accessGroupId: 'ag-nope' })).status).toBe(404);
     expect((await patch(`/v1/profile/${p.id}`, { metadata: [1] })).status).toBe(400);
     const list = await get(`/v1/profile/list?appId=${app.id}`);
