@@ -33,6 +33,10 @@ export interface Config {
   runTimeoutSeconds: number;
   /** The model `claude` runs use; unset: Claude Code's default. */
   claudeModel: string | undefined;
+  /** Outbound deliveries (webhooks, Sendblue replies): retry n waits base·2^(n−1), capped at 1 h. */
+  webhookRetryBaseMs: number;
+  /** ...and retries stop once this long has passed since the first attempt. */
+  webhookRetryWindowMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -70,7 +74,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     secret: overrides.secret ?? (env.HARNESSLAYER_SECRET || undefined),
     anthropicBaseUrl: overrides.anthropicBaseUrl ?? (env.ANTHROPIC_BASE_URL || undefined),
     anthropicApiKey: overrides.anthropicApiKey ?? (env.ANTHROPIC_API_KEY || undefined),
-    sendblueApiBaseUrl: (env.SENDBLUE_API_BASE_URL || 'https://api.sendblue.co').replace(/\/+$/, ''),
+    sendblueApiBaseUrl: (overrides.sendblueApiBaseUrl ?? (env.SENDBLUE_API_BASE_URL || 'https://api.sendblue.co')).replace(/\/+$/, ''),
     allowPrivateUrls: overrides.allowPrivateUrls ?? (allow === '1' || allow === 'true'),
     maxBodyBytes: overrides.maxBodyBytes ?? int(env, 'HARNESSLAYER_MAX_BODY_BYTES', 32 * 1024 * 1024),
     maxBundleBytes: overrides.maxBundleBytes ?? int(env, 'HARNESSLAYER_MAX_BUNDLE_BYTES', 1024 * 1024 * 1024),
@@ -81,5 +85,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     runLeaseSeconds: overrides.runLeaseSeconds ?? Math.max(1, int(env, 'HARNESSLAYER_RUN_LEASE_SECONDS', 30)),
     runTimeoutSeconds: overrides.runTimeoutSeconds ?? Math.max(1, int(env, 'HARNESSLAYER_RUN_TIMEOUT_SECONDS', 600)),
     claudeModel: overrides.claudeModel ?? (env.ANTHROPIC_MODEL || undefined),
+    webhookRetryBaseMs: overrides.webhookRetryBaseMs ?? Math.max(1, int(env, 'HARNESSLAYER_WEBHOOK_RETRY_BASE_MS', 5_000)),
+    webhookRetryWindowMs: overrides.webhookRetryWindowMs ?? int(env, 'HARNESSLAYER_WEBHOOK_RETRY_WINDOW_MS', 24 * 60 * 60 * 1000),
   };
 }

@@ -2,9 +2,11 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from './config.js';
 import type { Ctx } from './core/context.js';
 import { bootstrapOwner } from './core/keys.js';
+import { EventHub } from './core/events.js';
 import { Secrets } from './core/secrets.js';
 import { Queue } from './jobs/queue.js';
 import { registerWorkers } from './jobs/workers.js';
+import { stopRunWorkers } from './runtime/runner.js';
 import { buildServer, type Server } from './server/app.js';
 import { migrate, openDatabase, type Db } from './storage/db.js';
 import { openBlobStore } from './storage/blobs/index.js';
@@ -34,7 +36,9 @@ export async function createContext(config: Config): Promise<Ctx> {
   const blobs = await openBlobStore(config, secrets);
   const queue = new Queue(database, { leaseSeconds: config.jobLeaseSeconds, maintenanceIntervalSeconds: config.maintenanceIntervalSeconds });
   await queue.start();
-  return { config, database, db: database.db, secrets, queue, blobs, now: () => new Date() };
+  const events = new EventHub(database);
+  await events.start();
+  return { config, database, db: database.db, secrets, queue, blobs, events, now: () => new Date() };
 }
 
 export interface Running {
@@ -62,7 +66,10 @@ export async function start(config: Config, role: Role = 'all', opts: { listen?:
     stop() {
       // Finish in-flight requests, then stop workers, then close the database.
       stopping ??= (async () => {
+        // Wake long-polls and streams first, so closing the server does not wait on them.
+        await ctx.events.close();
         await server?.close();
+        await stopRunWorkers(ctx);
         await ctx.queue.stop();
         await ctx.database.close();
         await ctx.blobs.close();

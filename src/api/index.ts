@@ -13,6 +13,9 @@ import { recordRoutes } from './records.js';
 import { sessionRoutes } from './sessions.js';
 import { webhookRoutes } from './webhooks.js';
 import { versionSyncRoutes } from './version-sync.js';
+import { responseRoutes } from './responses.js';
+import { inboundRoutes } from './inbound.js';
+import { installChannelHooks } from '../channels/hooks.js';
 
 export type Api = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, TypeBoxTypeProvider>;
 
@@ -30,4 +33,8 @@ export async function registerRoutes(app: Api, ctx: Ctx): Promise<void> {
   webhookRoutes(app, ctx);
   recordRoutes(app, ctx);
   versionSyncRoutes(app, ctx);
+  responseRoutes(app, ctx);
+  inboundRoutes(app, ctx);
+  // Profiles are created and instances end in this process too: webhooks, iMessage replies.
+  installChannelHooks();
 }

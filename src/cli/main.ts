@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import { ConfigError, loadConfig } from '../config.js';
 import { createUser } from '../core/keys.js';
 import { registerDeployCommand } from './deploy.js';
+import { registerRunCommand } from './run.js';
 import { start, type Role } from '../start.js';
 import { migrate, openDatabase } from '../storage/db.js';
 
@@ -64,6 +65,7 @@ user
   });
 
 registerDeployCommand(program);
+registerRunCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError) console.error(`Configuration error: ${err.message}`);

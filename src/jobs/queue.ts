@@ -17,6 +17,12 @@ export const JOBS = {
   // Never retried by the queue: a turn is not idempotent. The instance row is the truth; the
   // run reaper fails instances whose worker died and re-sends jobs for queued ones.
   'run-instance': { retryLimit: 0 },
+  // Outbound deliveries and iMessages (src/channels). Failed HTTP attempts are rescheduled by
+  // the handlers themselves (a new job per attempt, startAfter = the exact backoff); the
+  // queue's own retries only cover a worker that died or a database error mid-job.
+  'deliver-webhook': { retryLimit: 5, retryDelay: 5, retryBackoff: true },
+  'sendblue-inbound': { retryLimit: 5, retryDelay: 5, retryBackoff: true },
+  'sendblue-reply': { retryLimit: 5, retryDelay: 5, retryBackoff: true },
 } satisfies Record<string, PgBoss.Queue extends infer Q ? Omit<Q & object, 'name'> : never>;
 
 export type JobName = keyof typeof JOBS;
@@ -57,11 +63,13 @@ export class Queue {
   }
 
   /** Enqueue; pass the transaction that makes the job necessary so both commit together. */
-  async send(name: JobName, data: object, opts: { tx?: Tx; singletonKey?: string; expireInSeconds?: number } = {}): Promise<string | null> {
+  async send(name: JobName, data: object, opts: { tx?: Tx; singletonKey?: string; expireInSeconds?: number; startAfter?: Date } = {}): Promise<string | null> {
     const db = opts.tx ? txExecutor(opts.tx) : undefined;
     return this.boss.send(name, data, {
       ...(db ? { db } : {}),
       ...(opts.singletonKey ? { singletonKey: opts.singletonKey } : {}),
+      // Not before this time (scheduled retries).
+      ...(opts.startAfter ? { startAfter: opts.startAfter } : {}),
       // Long jobs hold a lease: past it, pg-boss takes the job for dead and retries it.
       expireInSeconds: opts.expireInSeconds ?? this.opts.leaseSeconds ?? 300,
     });

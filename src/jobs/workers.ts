@@ -3,6 +3,11 @@ import { purgeApp } from '../core/apps.js';
 import { purgeProfile } from '../core/profiles.js';
 import { processSyncRange, startSync } from '../sync/job.js';
 import { materializeSnapshot, type SnapshotSource } from '../core/snapshots.js';
+import { startRunWorkers } from '../runtime/runner.js';
+import { installChannelHooks } from '../channels/hooks.js';
+import { deliverWebhook } from '../channels/deliveries.js';
+import { attemptOf } from '../channels/retry.js';
+import { processInbound, processReply } from '../channels/sendblue.js';
 
 /** Thin handlers: each job is one call into core. */
 export async function registerWorkers(ctx: Ctx): Promise<void> {
@@ -18,4 +23,11 @@ export async function registerWorkers(ctx: Ctx): Promise<void> {
       processSyncRange(ctx, { syncId: String(d.syncId), after: (d.after as string | null) ?? null, upto: (d.upto as string | null) ?? null }),
     );
   }
+  // Agent turns: `runConcurrency` at a time, the stop listener and the lease reaper.
+  await startRunWorkers(ctx);
+  // Channels: webhook deliveries (two at a time: an attempt may wait 10 s), iMessages.
+  installChannelHooks();
+  for (let i = 0; i < 2; i++) await ctx.queue.work('deliver-webhook', (d) => deliverWebhook(ctx, { deliveryId: String(d.deliveryId), ...attemptOf(d) }));
+  await ctx.queue.work('sendblue-inbound', (d) => processInbound(ctx, { channelId: String(d.channelId), messageHandle: String(d.messageHandle) }));
+  await ctx.queue.work('sendblue-reply', (d) => processReply(ctx, { channelId: String(d.channelId), messageHandle: String(d.messageHandle), ...attemptOf(d) }));
 }

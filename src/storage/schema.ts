@@ -363,6 +363,42 @@ export interface RollbacksTable {
   createdAt: Generated<Date>;
 }
 
+// Outbound deliveries and inbound iMessages (migration 005_deliveries; see src/channels/README.md).
+export interface WebhookDeliveriesTable {
+  id: string;
+  organizationId: string;
+  webhookId: string | null;
+  channelId: string | null;
+  event: string;
+  /** The JSON body, exactly as every attempt sends it. */
+  body: string;
+  status: Generated<'pending' | 'delivered' | 'failed'>;
+  attempts: Generated<number>;
+  lastStatus: number | null;
+  lastError: string | null;
+  createdAt: Generated<Date>;
+  deliveredAt: Date | null;
+}
+
+export interface SendblueMessagesTable {
+  channelId: string;
+  messageHandle: string;
+  organizationId: string;
+  fromNumber: string;
+  groupId: string | null;
+  content: string | null;
+  /** JSON list of media URLs. */
+  mediaUrls: string | null;
+  status: Generated<'received' | 'running' | 'replying' | 'replied' | 'no_reply' | 'failed'>;
+  instanceId: string | null;
+  replyText: string | null;
+  replyPartsSent: Generated<number>;
+  replyAttempts: Generated<number>;
+  repliedAt: Date | null;
+  error: string | null;
+  createdAt: Generated<Date>;
+}
+
 export interface DB {
   users: UsersTable;
   apiKeys: ApiKeysTable;
@@ -392,6 +428,8 @@ export interface DB {
   rollbacks: RollbacksTable;
   events: EventsTable;
   sessionTranscripts: SessionTranscriptsTable;
+  webhookDeliveries: WebhookDeliveriesTable;
+  sendblueMessages: SendblueMessagesTable;
 }
 
 export type App = Selectable<AppsTable>;
@@ -411,3 +449,5 @@ export type Version = Selectable<VersionsTable>;
 export type State = Selectable<StatesTable>;
 export type Upload = Selectable<UploadsTable>;
 export type StoredEvent = Selectable<EventsTable>;
+export type WebhookDelivery = Selectable<WebhookDeliveriesTable>;
+export type SendblueMessage = Selectable<SendblueMessagesTable>;

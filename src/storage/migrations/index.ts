@@ -2,12 +2,16 @@ import type { Migration, MigrationProvider } from 'kysely';
 import * as m001 from './001_foundation.js';
 import * as m002 from './002_files.js';
 import * as m003 from './003_sync.js';
+import * as m004 from './004_responses.js';
+import * as m005 from './005_deliveries.js';
 
 // Ordered by name; add a file and a line here, never edit a migration that has shipped.
 const MIGRATIONS: Record<string, Migration> = {
   '001_foundation': m001,
   '002_files': m002,
   '003_sync': m003,
+  '004_responses': m004,
+  '005_deliveries': m005,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -1,0 +1,252 @@
+import { sql } from 'kysely';
+import type { Ctx } from './context.js';
+import { appendEvents, type Signal } from './events.js';
+import { newId } from './ids.js';
+import { findInstance } from './records.js';
+import { isFinalStatus, resultEvent, ZERO_USAGE, type FinalStatus, type RuntimeEvent, type Usage } from '../runtime/events.js';
+import type { Tx } from '../storage/db.js';
+import type { Instance } from '../storage/schema.js';
+
+/**
+ * An instance's life after `response/run` queued it (src/runtime/README.md, "Runs"):
+ *
+ *   queued ──claim──▶ running ──finalize──▶ completed | failed | stopped
+ *     └────────stop──────────────────────────────────▶ stopped
+ *
+ * One session's instances run one at a time in `run_order`: a claim succeeds only for the
+ * session's first open instance, and every instance that ends enqueues the session's next
+ * one (the chain). Every state change locks the instance row first, then the session row.
+ */
+
+const OPEN = ['queued', 'running'] as const;
+
+/** Steps other subsystems add when an instance ends, in its final transaction (e.g. channel webhooks). */
+export const instanceEndedHooks: ((ctx: Ctx, tx: Tx, instance: Instance) => Promise<void>)[] = [];
+
+/** Sends the instance's run-instance job and wakes idle workers in every process. */
+export async function enqueueRun(ctx: Ctx, tx: Tx, signal: Signal, instanceId: string): Promise<void> {
+  // The job outlives the turn's timeout, so the queue never fails it while the turn runs.
+  await ctx.queue.send('run-instance', { instanceId }, { tx, expireInSeconds: ctx.config.runTimeoutSeconds + 120 });
+  await tx.updateTable('instances').set({ enqueuedAt: sql`now()` }).where('id', '=', instanceId).execute();
+  await signal('runs', '');
+}
+
+/**
+ * queued → running for `workerId`, with a lease, if it is the first open instance of its
+ * session. Null when it is not queued any more or must wait its turn (the chain restarts it).
+ */
+export async function claimInstance(ctx: Ctx, instanceId: string, workerId: string): Promise<Instance | null> {
+  return ctx.events.transaction(async (tx, signal) => {
+    const instance = await tx.selectFrom('instances').selectAll().where('id', '=', instanceId).forUpdate().executeTakeFirst();
+    if (!instance || instance.status !== 'queued') return null;
+    if (instance.sessionId) {
+      // Serializes claims of one session.
+      await tx.selectFrom('sessions').select('id').where('organizationId', '=', instance.organizationId).where('id', '=', instance.sessionId).forUpdate().execute();
+      const earlier = await tx
+        .selectFrom('instances')
+        .select('id')
+        .where('organizationId', '=', instance.organizationId)
+        .where('sessionId', '=', instance.sessionId)
+        .where('runOrder', '<', instance.runOrder)
+        .where('status', 'in', OPEN)
+        .limit(1)
+        .executeTakeFirst();
+      if (earlier) return null;
+    }
+    const claimed = await tx
+      .updateTable('instances')
+      .set({
+        status: 'running',
+        startedAt: ctx.now(),
+        workerId,
+        leaseUntil: sql`now() + make_interval(secs => ${ctx.config.runLeaseSeconds})`,
+        attempt: sql`attempt + 1`,
+      })
+      .where('id', '=', instanceId)
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    await appendEvents(tx, signal, instanceId, [{ type: 'status', data: { status: 'running' }, createdAt: ctx.now() }]);
+    return claimed;
+  });
+}
+
+/** Extends the lease; null when the worker lost the instance (ended, or reaped). */
+export async function renewLease(ctx: Ctx, instanceId: string, workerId: string): Promise<{ stopRequested: boolean } | null> {
+  const row = await ctx.db
+    .updateTable('instances')
+    .set({ leaseUntil: sql`now() + make_interval(secs => ${ctx.config.runLeaseSeconds})` })
+    .where('id', '=', instanceId)
+    .where('status', '=', 'running')
+    .where('workerId', '=', workerId)
+    .returning('stopRequested')
+    .executeTakeFirst();
+  return row ?? null;
+}
+
+export interface Outcome {
+  status: FinalStatus;
+  output: string | null;
+  error: string | null;
+  usage: Usage;
+  stateId?: string | null;
+  /** Written before the `result` event (e.g. the `error` that explains a failure). */
+  events?: RuntimeEvent[];
+}
+
+/**
+ * Ends an open instance in `tx`: final fields, the `result` event (done), the history
+ * record, the session's turn count, the hooks, and the session's next queued instance.
+ * With `guard`, only while that worker holds it. Null when it was not open (or not held).
+ */
+export async function finalizeInstance(ctx: Ctx, tx: Tx, signal: Signal, instanceId: string, outcome: Outcome, guard?: { workerId: string }): Promise<Instance | null> {
+  const now = ctx.now();
+  let q = tx
+    .updateTable('instances')
+    .set({
+      status: outcome.status,
+      output: outcome.output,
+      error: outcome.error,
+      inputTokens: outcome.usage.inputTokens,
+      outputTokens: outcome.usage.outputTokens,
+      costUsd: outcome.usage.costUsd,
+      stateId: outcome.stateId ?? null,
+      completedAt: now,
+      leaseUntil: null,
+      // The images were only the turn's input.
+      images: null,
+    })
+    .where('id', '=', instanceId)
+    .where('status', 'in', OPEN);
+  if (guard) q = q.where('workerId', '=', guard.workerId);
+  const instance = await q.returningAll().executeTakeFirst();
+  if (!instance) return null;
+  const { status, output, error, usage } = outcome;
+  await appendEvents(tx, signal, instanceId, [...(outcome.events ?? []), resultEvent({ status, output, error, usage })].map((e) => ({ ...e, createdAt: now })));
+  await tx
+    .insertInto('history')
+    .values({
+      id: newId('history'),
+      organizationId: instance.organizationId,
+      appId: instance.appId,
+      instanceId: instance.id,
+      channelId: instance.channelId,
+      sessionId: instance.sessionId,
+      profileId: instance.profileId,
+      userId: instance.userId,
+      status,
+      input: instance.input,
+      output,
+      inputTokens: usage.inputTokens,
+      outputTokens: usage.outputTokens,
+      costUsd: usage.costUsd,
+      createdAt: now,
+    })
+    .execute();
+  if (instance.sessionId) {
+    await tx
+      .updateTable('sessions')
+      .set({ turns: sql`turns + 1`, lastActiveAt: now })
+      .where('organizationId', '=', instance.organizationId)
+      .where('id', '=', instance.sessionId)
+      .execute();
+    await startNextInSession(ctx, tx, signal, instance.organizationId, instance.sessionId);
+  }
+  for (const hook of instanceEndedHooks) await hook(ctx, tx, instance);
+  return instance;
+}
+
+/** Enqueues the session's first open instance if it is still queued (the chain). */
+export async function startNextInSession(ctx: Ctx, tx: Tx, signal: Signal, organizationId: string, sessionId: string): Promise<void> {
+  const next = await tx
+    .selectFrom('instances')
+    .select(['id', 'status'])
+    .where('organizationId', '=', organizationId)
+    .where('sessionId', '=', sessionId)
+    .where('status', 'in', OPEN)
+    .orderBy('runOrder')
+    .limit(1)
+    .executeTakeFirst();
+  if (next?.status === 'queued') await enqueueRun(ctx, tx, signal, next.id);
+}
+
+/** How long `stop` waits for a running instance to end before answering `running`. */
+export const STOP_WAIT_MS = 10_000;
+
+/**
+ * `response/stop`: a queued instance ends `stopped` at once; a running one is flagged and
+ * its worker signalled (any process; the worker also sees the flag when it renews its
+ * lease), then the reply waits for it to end; an ended one is left as it is.
+ */
+export async function stopInstance(ctx: Ctx, organizationId: string, instanceId: string): Promise<{ instanceId: string; status: string }> {
+  const found = await findInstance(ctx.db, organizationId, instanceId);
+  const watch = ctx.events.watch('events', found.id);
+  try {
+    const status = await ctx.events.transaction(async (tx, signal) => {
+      const row = await tx.selectFrom('instances').select(['id', 'status']).where('id', '=', found.id).forUpdate().executeTakeFirstOrThrow();
+      if (row.status === 'queued') {
+        await finalizeInstance(ctx, tx, signal, row.id, { status: 'stopped', output: null, error: null, usage: { ...ZERO_USAGE } });
+        return 'stopped';
+      }
+      if (row.status === 'running') {
+        await tx.updateTable('instances').set({ stopRequested: true }).where('id', '=', row.id).execute();
+        await signal('stop', row.id);
+      }
+      return row.status;
+    });
+    const deadline = Date.now() + STOP_WAIT_MS;
+    let current = status;
+    while (!isFinalStatus(current) && Date.now() < deadline && !ctx.events.isClosed) {
+      await watch.wait(deadline - Date.now());
+      current = (await ctx.db.selectFrom('instances').select('status').where('id', '=', found.id).executeTakeFirstOrThrow()).status;
+    }
+    return { instanceId: found.id, status: current };
+  } finally {
+    watch.close();
+  }
+}
+
+/**
+ * The reaper's two sweeps. Running instances whose lease expired (their worker died or hung)
+ * end `failed`; queued ones at the head of their session whose job was lost (a worker died
+ * before claiming) get a new job. Returns how many instances each sweep handled.
+ */
+export async function reapRuns(ctx: Ctx): Promise<{ failed: number; requeued: number }> {
+  const expired = await ctx.db
+    .selectFrom('instances')
+    .select('id')
+    .where('status', '=', 'running')
+    .where('leaseUntil', '<', sql<Date>`now()`)
+    .limit(100)
+    .execute();
+  let failed = 0;
+  for (const { id } of expired) {
+    await ctx.events.transaction(async (tx, signal) => {
+      const row = await tx
+        .selectFrom('instances')
+        .select(['id', 'leaseUntil'])
+        .where('id', '=', id)
+        .where('status', '=', 'running')
+        .where('leaseUntil', '<', sql<Date>`now()`)
+        .forUpdate()
+        .executeTakeFirst();
+      if (!row) return;
+      const message = `The worker running this turn stopped renewing its lease (it expired at ${row.leaseUntil?.toISOString()}); the turn was abandoned. Run it again.`;
+      await finalizeInstance(ctx, tx, signal, id, { status: 'failed', output: null, error: message, usage: { ...ZERO_USAGE }, events: [{ type: 'error', data: { message, code: 'worker_lost' } }] });
+      failed++;
+    });
+  }
+  const stale = await sql<{ id: string }>`
+    select i.id from instances i
+     where i.status = 'queued' and i.enqueued_at < now() - make_interval(secs => ${2 * ctx.config.runLeaseSeconds})
+       and not exists (select 1 from instances e
+                        where e.organization_id = i.organization_id and e.session_id = i.session_id
+                          and e.run_order < i.run_order and e.status in ('queued', 'running'))
+     limit 100`.execute(ctx.db);
+  for (const { id } of stale.rows) {
+    await ctx.events.transaction(async (tx, signal) => {
+      const row = await tx.selectFrom('instances').select('status').where('id', '=', id).forUpdate().executeTakeFirst();
+      if (row?.status === 'queued') await enqueueRun(ctx, tx, signal, id);
+    });
+  }
+  return { failed, requeued: stale.rows.length };
+}

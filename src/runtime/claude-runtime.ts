@@ -1,0 +1,94 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { sql } from 'kysely';
+import type { Credential } from '../core/apps.js';
+import type { Ctx } from '../core/context.js';
+import type { Db, Tx } from '../storage/db.js';
+import type { App } from '../storage/schema.js';
+import { exportTranscript, importTranscript, projectDirName, runClaudeTurn, type McpCredential } from './claude.js';
+import { TurnError, type TurnOutcome, type TurnRequest } from './turn.js';
+
+/**
+ * The `claude` runtime in the run pipeline: one config dir per profile under the data dir,
+ * the session's transcript restored from the database before the turn and stored after it
+ * (so `resume` works on any worker, after any restart), the app's credentials as HTTP MCP
+ * servers, the model endpoint and key from the server's configuration.
+ */
+export async function runClaude(req: TurnRequest): Promise<TurnOutcome> {
+  const { ctx, instance, app } = req;
+  const apiKey = ctx.config.anthropicApiKey;
+  if (!apiKey) throw new TurnError('ANTHROPIC_API_KEY is not set on the server that ran this turn; claude apps cannot run without it.', 'not_configured');
+  const configDir = path.join(ctx.config.dataDir, 'claude', instance.profileId!);
+  await fs.mkdir(configDir, { recursive: true, mode: 0o700 });
+  const saved = instance.sessionId ? await loadTranscript(ctx.db, instance.organizationId, instance.sessionId) : null;
+  try {
+    if (saved) await importTranscript(configDir, req.cwd, saved.sdkSessionId, saved.jsonl);
+    const result = await runClaudeTurn({
+      cwd: req.cwd,
+      configDir,
+      prompt: instance.input ?? '',
+      images: req.images,
+      resumeSessionId: saved?.sdkSessionId,
+      mcpServers: mcpServersOf(ctx, app),
+      anthropicBaseUrl: ctx.config.anthropicBaseUrl,
+      anthropicApiKey: apiKey,
+      model: ctx.config.claudeModel,
+      abortSignal: req.abortSignal,
+      timeoutMs: ctx.config.runTimeoutSeconds * 1000,
+      onEvent: req.onEvent,
+    });
+    const sdkSessionId = result.sdkSessionId;
+    const jsonl = sdkSessionId ? await exportTranscript(configDir, req.cwd, sdkSessionId) : null;
+    const sessionId = instance.sessionId;
+    return {
+      status: result.status,
+      output: result.output,
+      error: result.error,
+      usage: result.usage,
+      persist: sdkSessionId && jsonl && sessionId ? (tx) => saveTranscript(tx, instance.organizationId, sessionId, sdkSessionId, jsonl) : undefined,
+    };
+  } finally {
+    // The transcript lives in the database; this worker's copy is only a cache.
+    await fs.rm(path.join(configDir, 'projects', projectDirName(req.cwd)), { recursive: true, force: true });
+  }
+}
+
+/** Each `{mcp_server_url, token}` credential as a named HTTP MCP server (names from the host). */
+export function mcpServersOf(ctx: Pick<Ctx, 'secrets'>, app: App): McpCredential[] {
+  const credentials = app.credentials ? ctx.secrets.decryptJson<Credential[]>(app.credentials) : [];
+  const taken = new Set<string>();
+  return credentials.map((c) => {
+    let base = 'mcp';
+    try {
+      base = new URL(c.mcp_server_url).hostname.replace(/[^A-Za-z0-9]+/g, '_').replace(/^_+|_+$/g, '') || 'mcp';
+    } catch {
+      // A URL the app accepted but that does not parse: the server fails to connect, the turn goes on.
+    }
+    let name = base;
+    for (let i = 2; taken.has(name); i++) name = `${base}_${i}`;
+    taken.add(name);
+    return { name, url: c.mcp_server_url, token: c.token };
+  });
+}
+
+async function loadTranscript(db: Db, organizationId: string, sessionId: string): Promise<{ sdkSessionId: string; jsonl: string } | null> {
+  const row = await db
+    .selectFrom('sessionTranscripts')
+    .select(['sdkSessionId', 'transcript'])
+    .where('organizationId', '=', organizationId)
+    .where('sessionId', '=', sessionId)
+    .executeTakeFirst();
+  return row ? { sdkSessionId: row.sdkSessionId, jsonl: gunzipSync(row.transcript).toString('utf8') } : null;
+}
+
+/** Stores the transcript with the turn's final transaction, unless the session was deleted meanwhile. */
+async function saveTranscript(tx: Tx, organizationId: string, sessionId: string, sdkSessionId: string, jsonl: string): Promise<void> {
+  const transcript = gzipSync(Buffer.from(jsonl, 'utf8'));
+  await sql`
+    insert into session_transcripts (organization_id, session_id, sdk_session_id, transcript, updated_at)
+    select ${organizationId}, ${sessionId}, ${sdkSessionId}, ${transcript}, now()
+     where exists (select 1 from sessions where organization_id = ${organizationId} and id = ${sessionId})
+    on conflict (organization_id, session_id)
+    do update set sdk_session_id = excluded.sdk_session_id, transcript = excluded.transcript, updated_at = excluded.updated_at`.execute(tx);
+}

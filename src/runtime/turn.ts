@@ -1,0 +1,41 @@
+import type { Ctx } from '../core/context.js';
+import type { Tx } from '../storage/db.js';
+import type { App, Instance } from '../storage/schema.js';
+import type { TurnImage } from './claude.js';
+import type { EventSink, FinalStatus, Usage } from './events.js';
+
+/**
+ * What the run pipeline asks of a runtime: run one turn of `instance` in `cwd` (already
+ * holding the profile's files), report events through `onEvent`, honour `abortSignal`
+ * (stop), and say what to store with the instance's final transaction.
+ */
+export interface TurnRequest {
+  ctx: Ctx;
+  instance: Instance;
+  app: App;
+  cwd: string;
+  images: TurnImage[];
+  abortSignal: AbortSignal;
+  onEvent: EventSink;
+}
+
+export interface TurnOutcome {
+  status: FinalStatus;
+  output: string;
+  error: string | null;
+  usage: Usage;
+  /** Runtime state to keep (e.g. the session transcript), written in the final transaction. */
+  persist?: (tx: Tx) => Promise<void>;
+}
+
+export type Runtime = (req: TurnRequest) => Promise<TurnOutcome>;
+
+/** A failure before or around the turn, with the `code` its `error` event carries. */
+export class TurnError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}

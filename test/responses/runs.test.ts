@@ -1,0 +1,527 @@
+/**
+ * The response pipeline end to end: `response/run` → queue → worker → the real Claude Agent
+ * SDK and its bundled Claude Code against the fake Messages API → events, states, records.
+ */
+import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { allText, startFakeAnthropic, turnText, type FakeAnthropic, type FakeScript } from '../fakes/anthropic.js';
+import { startFakeMcp, type FakeMcp } from '../fakes/mcp.js';
+import { deploy } from '../files/bundle.js';
+import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
+import { afterTool, client, dynamic, onTurn, PNG_1PX, readSse, texts, workDirOf } from './helpers.js';
+
+let t: TestServer;
+let fake: FakeAnthropic;
+let mcp: FakeMcp;
+let api: ReturnType<typeof client>;
+let key: string;
+let appId: string;
+let channelId: string;
+const MCP_TOKEN = 'mcp-bearer-token-0123456789';
+const BUNDLE = { 'CLAUDE.md': '# Project marker: HERON-7\n', 'notes/keep.txt': 'keep me\n', 'notes/shared.txt': 'one\ntwo\nthree\n' };
+
+beforeAll(async () => {
+  fake = await startFakeAnthropic();
+  mcp = await startFakeMcp(MCP_TOKEN);
+  t = await startTestServer({ listen: true, config: { anthropicBaseUrl: fake.url, anthropicApiKey: fake.apiKey, runLeaseSeconds: 4 } });
+  key = (await t.org()).key;
+  api = client(t, key);
+  const app = await api.call('POST', '/v1/app/create', { slug: 'agent', type: 'claude', credentials: [{ type: 'static_bearer', mcp_server_url: mcp.url, token: MCP_TOKEN }] });
+  appId = app.body.data.id;
+  await deploy(t, key, appId, BUNDLE);
+  channelId = (await api.call('POST', '/v1/channel/create', { appId, slug: 'api', type: 'api' })).body.data.id;
+});
+
+afterAll(async () => {
+  await t?.close();
+  await fake?.close();
+  await mcp?.close();
+});
+
+const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+
+describe('a turn', () => {
+  it('runs a Write tool turn: events, a new state with the file, complete instance and history records', async () => {
+    const content = 'hello from the agent\n';
+    fake.script(
+      dynamic('WRITE-A-FILE', (r) => [
+        { type: 'text', text: 'Writing it. ' },
+        { type: 'tool_use', id: 'toolu_write_1', name: 'Write', input: { file_path: path.join(workDirOf(r, t.config.dataDir), 'notes', 'hello.txt'), content } },
+      ]),
+    );
+    fake.script(afterTool('toolu_write_1', { blocks: [{ type: 'text', text: 'The file is written.' }] }));
+
+    const res = await api.run({ appId, channelId, userId: 'alice', input: 'WRITE-A-FILE please', sessionId: 'conv-alice-1' });
+    expect(res.status).toBe(200);
+    expect(res.body.data).toEqual({ instanceId: expect.stringMatching(/^inst-/), sessionId: 'conv-alice-1', profileId: expect.stringMatching(/^prof-/), status: 'queued' });
+    const { instanceId, profileId } = res.body.data;
+
+    const events = await api.events(instanceId);
+    expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+    expect(events[0]).toMatchObject({ seq: 1, type: 'status', data: { status: 'queued' }, done: false });
+    expect(events[1]).toMatchObject({ type: 'status', data: { status: 'running' } });
+    const toolPath = events.find((e) => e.type === 'tool.call')!.data.input.file_path;
+    expect(events.filter((e) => e.type === 'tool.call').map((e) => e.data)).toEqual([{ id: 'toolu_write_1', name: 'Write', input: { file_path: toolPath, content } }]);
+    expect(events.filter((e) => e.type === 'tool.result').map((e) => e.data)).toEqual([{ toolCallId: 'toolu_write_1', output: expect.any(String), isError: false }]);
+    expect(texts(events)).toBe('Writing it. The file is written.');
+    expect(events.filter((e) => e.type === 'message').map((e) => e.data.content)).toEqual(['Writing it. ', 'The file is written.']);
+    const last = events.at(-1)!;
+    expect(last).toMatchObject({ type: 'result', done: true, data: { status: 'completed', output: 'The file is written.', error: null } });
+    expect(events.filter((e) => e.done)).toHaveLength(1);
+    expect(last.data.usage).toEqual({ inputTokens: 200, outputTokens: 30, costUsd: expect.any(Number) });
+    // The app's CLAUDE.md was in the working directory (settingSources: project).
+    expect(allText(fake.requests.at(-2)!.body)).toContain('HERON-7');
+
+    const instance = await api.instance(instanceId);
+    expect(instance).toMatchObject({
+      id: instanceId,
+      appId,
+      channelId,
+      sessionId: 'conv-alice-1',
+      profileId,
+      userId: 'alice',
+      status: 'completed',
+      input: 'WRITE-A-FILE please',
+      output: 'The file is written.',
+      error: null,
+      usage: last.data.usage,
+      stateId: expect.stringMatching(/^state-/),
+      startedAt: expect.any(String),
+      completedAt: expect.any(String),
+    });
+
+    const profile = (await api.call('GET', `/v1/profile/${profileId}`)).body.data;
+    expect(profile).toMatchObject({ identifier: 'alice', headStateId: instance.stateId, usage: { used: 1 } });
+    const state = (await api.call('GET', `/v1/state/${instance.stateId}`)).body.data;
+    expect(state).toMatchObject({ profileId, number: 2, source: 'run', status: 'ready', isHead: true });
+    expect(state.files).toEqual([
+      { name: 'CLAUDE.md', hash: `sha256-${sha(BUNDLE['CLAUDE.md'])}`, size: BUNDLE['CLAUDE.md'].length },
+      { name: 'notes/hello.txt', hash: `sha256-${sha(content)}`, size: content.length },
+      { name: 'notes/keep.txt', hash: `sha256-${sha(BUNDLE['notes/keep.txt'])}`, size: BUNDLE['notes/keep.txt'].length },
+      { name: 'notes/shared.txt', hash: `sha256-${sha(BUNDLE['notes/shared.txt'])}`, size: BUNDLE['notes/shared.txt'].length },
+    ]);
+
+    const history = (await api.call('GET', `/v1/history/list?sessionId=conv-alice-1`)).body.data;
+    expect(history.items).toEqual([
+      expect.objectContaining({ instanceId, appId, channelId, sessionId: 'conv-alice-1', profileId, userId: 'alice', status: 'completed', input: 'WRITE-A-FILE please', output: 'The file is written.', usage: last.data.usage }),
+    ]);
+    const session = (await api.call('GET', '/v1/session/conv-alice-1')).body.data;
+    expect(session).toMatchObject({ appId, type: 'single', profileId, lastInstanceId: instanceId, turns: 1 });
+  });
+});
+
+describe('sessions', () => {
+  it('a second turn on the session sees the first turn; a turn on a new session does not', async () => {
+    fake.script(onTurn('REMEMBER-PELICAN', { blocks: [{ type: 'text', text: 'Noted: PELICAN.' }] }));
+    const one = (await api.run({ appId, channelId, userId: 'bob', input: 'REMEMBER-PELICAN as the code word' })).body.data;
+    expect(one.sessionId).toMatch(/^sess-[A-Za-z0-9]{16}$/);
+    await api.events(one.instanceId);
+
+    const recall = fake.script(onTurn('WHAT-WAS-IT', { blocks: [{ type: 'text', text: 'It was PELICAN.' }] }));
+    const two = (await api.run({ appId, channelId, userId: 'bob', input: 'WHAT-WAS-IT?', sessionId: one.sessionId })).body.data;
+    expect(two).toMatchObject({ sessionId: one.sessionId, profileId: one.profileId });
+    expect((await api.events(two.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed', output: 'It was PELICAN.' });
+    const history = (await recall.request).body.messages;
+    expect(allText({ messages: history })).toContain('REMEMBER-PELICAN as the code word');
+    expect(history.some((m: any) => m.role === 'assistant' && JSON.stringify(m.content).includes('Noted: PELICAN.'))).toBe(true);
+
+    const fresh = fake.script(onTurn('FRESH-START', { blocks: [{ type: 'text', text: 'Which code word?' }] }));
+    const three = (await api.run({ appId, channelId, userId: 'bob', input: 'FRESH-START: what was the code word?' })).body.data;
+    expect(three.sessionId).not.toBe(one.sessionId);
+    await api.events(three.instanceId);
+    expect(allText((await fresh.request).body)).not.toContain('PELICAN');
+
+    const session = (await api.call('GET', `/v1/session/${one.sessionId}`)).body.data;
+    expect(session).toMatchObject({ turns: 2, lastInstanceId: two.instanceId, profileId: one.profileId });
+    const usage = (await api.call('GET', `/v1/profile/${one.profileId}`)).body.data.usage;
+    expect(usage).toEqual({ used: 3, limit: null, resetsAt: null });
+  });
+
+  it('runs one session one turn at a time in arrival order; a queued stop ends at once and the chain goes on', async () => {
+    const slow = fake.script(onTurn('FIRST-SLOW', { blocks: [{ type: 'text', text: ['one ', 'two ', 'three'] }], pauseAfter: 1 }));
+    fake.script(onTurn('THIRD-TURN', { blocks: [{ type: 'text', text: 'Third done.' }] }));
+    const sessionId = 'ordered-session';
+    const a = (await api.run({ appId, channelId, userId: 'carol', input: 'FIRST-SLOW', sessionId })).body.data;
+    const b = (await api.run({ appId, channelId, userId: 'carol', input: 'SECOND-NEVER-RUNS', sessionId })).body.data;
+    const c = (await api.run({ appId, channelId, userId: 'carol', input: 'THIRD-TURN', sessionId })).body.data;
+    await slow.paused;
+    expect((await api.instance(b.instanceId)).status).toBe('queued');
+    expect((await api.instance(c.instanceId)).status).toBe('queued');
+
+    const stopped = await api.stop(b.instanceId);
+    expect(stopped.status).toBe(200);
+    expect(stopped.body.data).toEqual({ instanceId: b.instanceId, status: 'stopped' });
+    const bEvents = await api.events(b.instanceId);
+    expect(bEvents.map((e) => [e.type, e.data.status])).toEqual([['status', 'queued'], ['result', 'stopped']]);
+    expect(bEvents.at(-1)).toMatchObject({ done: true, data: { output: null, error: null, usage: { inputTokens: 0, outputTokens: 0, costUsd: 0 } } });
+    expect((await api.instance(c.instanceId)).status).toBe('queued');
+
+    slow.resume();
+    expect((await api.events(a.instanceId)).at(-1)!.data.status).toBe('completed');
+    expect((await api.events(c.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed', output: 'Third done.' });
+    const [ia, ic] = [await api.instance(a.instanceId), await api.instance(c.instanceId)];
+    expect(Date.parse(ic.startedAt)).toBeGreaterThanOrEqual(Date.parse(ia.completedAt));
+    expect(fake.requests.some((r) => allText(r.body).includes('SECOND-NEVER-RUNS'))).toBe(false);
+    // An ended instance is left as it is.
+    expect((await api.stop(a.instanceId)).body.data).toEqual({ instanceId: a.instanceId, status: 'completed' });
+    expect((await api.call('GET', `/v1/session/${sessionId}`)).body.data.turns).toBe(3);
+  });
+
+  it('stop during a slow stream ends the turn stopped with its partial output, and the next turn succeeds', async () => {
+    const slow = fake.script(onTurn('TELL-ME-SLOWLY', { blocks: [{ type: 'text', text: ['Partial ', 'answer ', 'NEVER-STREAMED'] }], pauseAfter: 2 }));
+    const run = (await api.run({ appId, channelId, userId: 'dave', input: 'TELL-ME-SLOWLY', sessionId: 'dave-1' })).body.data;
+    await slow.paused;
+    await api.streamed(run.instanceId, 'Partial answer ');
+    const stop = await api.stop(run.instanceId);
+    expect(stop.body.data).toEqual({ instanceId: run.instanceId, status: 'stopped' });
+    await slow.disconnected;
+    const events = await api.events(run.instanceId);
+    expect(texts(events)).toBe('Partial answer ');
+    expect(events.at(-1)).toMatchObject({ type: 'result', done: true, data: { status: 'stopped', output: 'Partial answer ', error: null } });
+    expect(await api.instance(run.instanceId)).toMatchObject({ status: 'stopped', output: 'Partial answer ' });
+
+    const next = fake.script(onTurn('GO-ON', { blocks: [{ type: 'text', text: 'Continuing.' }] }));
+    const two = (await api.run({ appId, channelId, userId: 'dave', input: 'GO-ON', sessionId: 'dave-1' })).body.data;
+    expect((await api.events(two.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed', output: 'Continuing.' });
+    const seen = allText((await next.request).body);
+    expect(seen).toContain('TELL-ME-SLOWLY');
+    expect(seen).toContain('Partial answer');
+    expect(seen).not.toContain('NEVER-STREAMED');
+    const history = (await api.call('GET', '/v1/history/list?sessionId=dave-1')).body.data.items;
+    expect(history.map((h: any) => h.status)).toEqual(['completed', 'stopped']);
+  });
+
+  it('refuses a session of another user or another app, and an unknown userId creates the profile', async () => {
+    fake.script(onTurn('ERIN-HELLO', { blocks: [{ type: 'text', text: 'Hi Erin.' }] }));
+    const erin = await api.run({ appId, channelId, userId: 'erin', input: 'ERIN-HELLO', sessionId: 'erin-only' });
+    expect(erin.status).toBe(200);
+    const profile = (await api.call('GET', `/v1/profile/erin?appId=${appId}`)).body.data;
+    expect(profile).toMatchObject({ id: erin.body.data.profileId, identifier: 'erin', baseVersionId: expect.stringMatching(/^ver-/) });
+
+    const frank = await api.run({ appId, channelId, userId: 'frank', input: 'hello', sessionId: 'erin-only' });
+    expect(frank.status).toBe(409);
+    expect(frank.body.error).toContain('erin-only');
+    const otherApp = (await api.call('POST', '/v1/app/create', { slug: 'second-app', type: 'claude' })).body.data.id;
+    await deploy(t, key, otherApp, BUNDLE);
+    const otherChannel = (await api.call('POST', '/v1/channel/create', { appId: otherApp, slug: 'api', type: 'api' })).body.data.id;
+    const crossApp = await api.run({ appId: otherApp, channelId: otherChannel, userId: 'erin', input: 'hello', sessionId: 'erin-only' });
+    expect(crossApp.status).toBe(409);
+    // Neither refused run was charged or recorded.
+    expect((await api.call('GET', `/v1/instance/list?appId=${otherApp}`)).body.data.total).toBe(0);
+    await api.events(erin.body.data.instanceId);
+  });
+});
+
+describe('files', () => {
+  /** Scripts a turn that reads notes/shared.txt, writes `writes` (path → content), then answers `last`. */
+  function editTurn(marker: string, writes: Record<string, string>, last: Omit<FakeScript, 'match'>) {
+    const cwd = { dir: '' };
+    fake.script(
+      dynamic(marker, (r) => {
+        cwd.dir = workDirOf(r, t.config.dataDir);
+        return [{ type: 'tool_use', id: `toolu_read_${marker}`, name: 'Read', input: { file_path: path.join(cwd.dir, 'notes', 'shared.txt') } }];
+      }),
+    );
+    fake.script({
+      ...afterTool(`toolu_read_${marker}`, {}),
+      get blocks() {
+        return Object.entries(writes).map(([file, content], i) => ({ type: 'tool_use' as const, id: `toolu_write_${marker}_${i}`, name: 'Write', input: { file_path: path.join(cwd.dir, file), content } }));
+      },
+    });
+    return fake.script(afterTool(`toolu_write_${marker}_${Object.keys(writes).length - 1}`, last));
+  }
+
+  it('overlapping runs of one profile each commit their files, merged three-way onto the head', async () => {
+    const a = editTurn('MERGE-A', { 'a.txt': 'from A\n', 'notes/shared.txt': 'ONE\ntwo\nthree\n' }, { blocks: [{ type: 'text', text: ['A is ', 'done.'] }], pauseAfter: 1 });
+    const runA = (await api.run({ appId, channelId, userId: 'pat', input: 'MERGE-A', sessionId: 'pat-a' })).body.data;
+    await a.paused; // A wrote its files and is still running
+    editTurn('MERGE-B', { 'b.txt': 'from B\n', 'notes/shared.txt': 'one\ntwo\nTHREE\n' }, { blocks: [{ type: 'text', text: 'B is done.' }] });
+    const runB = (await api.run({ appId, channelId, userId: 'pat', input: 'MERGE-B', sessionId: 'pat-b' })).body.data;
+    expect((await api.events(runB.instanceId)).at(-1)!.data.status).toBe('completed');
+    a.resume();
+    expect((await api.events(runA.instanceId)).at(-1)!.data.status).toBe('completed');
+
+    const [ia, ib] = [await api.instance(runA.instanceId), await api.instance(runB.instanceId)];
+    const head = (await api.call('GET', `/v1/state/${ia.stateId}`)).body.data;
+    expect(head).toMatchObject({ source: 'run', isHead: true, parentStateId: ib.stateId });
+    const files = Object.fromEntries(head.files.map((f: any) => [f.name, f.hash]));
+    expect(files).toMatchObject({
+      'a.txt': `sha256-${sha('from A\n')}`,
+      'b.txt': `sha256-${sha('from B\n')}`,
+      'notes/shared.txt': `sha256-${sha('ONE\ntwo\nTHREE\n')}`,
+      'notes/keep.txt': `sha256-${sha(BUNDLE['notes/keep.txt'])}`,
+    });
+  });
+
+  it('a turn that changes no file leaves the head as it was', async () => {
+    fake.script(onTurn('JUST-TALK', { blocks: [{ type: 'text', text: 'Nothing to change.' }] }));
+    const run = (await api.run({ appId, channelId, userId: 'quinn', input: 'JUST-TALK' })).body.data;
+    await api.events(run.instanceId);
+    const profile = (await api.call('GET', `/v1/profile/${run.profileId}`)).body.data;
+    expect(await api.instance(run.instanceId)).toMatchObject({ status: 'completed', stateId: profile.headStateId });
+    expect((await api.call('GET', `/v1/state/list?profileId=${run.profileId}`)).body.data.total).toBe(1);
+  });
+});
+
+describe('events', () => {
+  it('long-polls: waits while there is nothing new and answers within milliseconds of the next event', async () => {
+    const slow = fake.script(onTurn('WAIT-FOR-ME', { blocks: [{ type: 'text', text: ['first ', 'second'] }], pauseAfter: 1 }));
+    const run = (await api.run({ appId, channelId, userId: 'gina', input: 'WAIT-FOR-ME' })).body.data;
+    await slow.paused;
+    const seen = await eventually(async () => {
+      const res = await api.poll(run.instanceId);
+      return res.body.data.events.some((e: any) => e.type === 'text.delta') && res.body.data;
+    }, 'the first delta');
+    expect(seen).toMatchObject({ instanceId: run.instanceId, status: 'running', done: false });
+
+    // Nothing after the cursor: a zero timeout answers at once with no events.
+    const empty = await api.poll(run.instanceId, seen.cursor, 0);
+    expect(empty.body.data).toEqual({ instanceId: run.instanceId, status: 'running', events: [], cursor: seen.cursor, done: false });
+
+    const started = Date.now();
+    const waiting = api.poll(run.instanceId, seen.cursor, 30_000);
+    let answered = 0;
+    void waiting.then(() => (answered = Date.now()));
+    await new Promise((r) => setTimeout(r, 300)); // the poll must still be waiting: no event yet
+    expect(answered).toBe(0);
+    slow.resume();
+    const res = await waiting;
+    expect(res.body.data.events[0]).toMatchObject({ seq: seen.cursor + 1, type: 'text.delta', data: { text: 'second' } });
+    // Woken by the event, not by the timeout (the 50 ms bound is measured across processes
+    // in workers.test.ts, with samples: this file shares two cores with Claude Code processes).
+    expect(answered - Date.parse(res.body.data.events[0].createdAt)).toBeLessThan(1_000);
+    expect(answered - started).toBeGreaterThanOrEqual(300);
+
+    const all = await api.events(run.instanceId);
+    const lastSeq = all.at(-1)!.seq;
+    // Past the end of an ended instance: at once, done, no events, cursor = after.
+    const t0 = Date.now();
+    const past = await api.poll(run.instanceId, lastSeq + 5, 30_000);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(past.body.data).toEqual({ instanceId: run.instanceId, status: 'completed', events: [], cursor: lastSeq + 5, done: true });
+    const tail = await api.poll(run.instanceId, lastSeq - 1, 30_000);
+    expect(tail.body.data).toMatchObject({ cursor: lastSeq, done: true, events: [{ seq: lastSeq, type: 'result', done: true }] });
+  });
+
+  it('streams server-sent events; a client that reconnects with Last-Event-ID gets exactly the rest', async () => {
+    const slow = fake.script(onTurn('STREAM-ME', { blocks: [{ type: 'text', text: ['a ', 'b ', 'c ', 'd ', 'e'] }], pauseAfter: 2 }));
+    const run = (await api.run({ appId, channelId, userId: 'hank', input: 'STREAM-ME' })).body.data;
+    const url = `${t.url}/v1/response/stream/${run.instanceId}`;
+    const first = await readSse(url, key, { stopAfter: 3 });
+    expect(first.status).toBe(200);
+    expect(first.events.map((e) => e.id)).toEqual([1, 2, 3]);
+    expect(first.events[0]).toMatchObject({ id: 1, event: 'status', data: { seq: 1, type: 'status', data: { status: 'queued' }, done: false } });
+    await slow.paused;
+    const rest = readSse(url, key, { lastEventId: '3' });
+    slow.resume();
+    const second = await rest;
+    expect(second.closedByServer).toBe(true);
+    const polled = await api.events(run.instanceId);
+    expect(second.events.map((e) => e.data)).toEqual(polled.slice(3));
+    expect(second.events.map((e) => [e.id, e.event])).toEqual(polled.slice(3).map((e) => [e.seq, e.type]));
+    expect(second.events.at(-1)!.data).toMatchObject({ type: 'result', done: true });
+    expect(second.body).toContain(`id: ${polled.at(-1)!.seq}\nevent: result\ndata: {`);
+
+    // Resuming at the end of an ended instance closes at once; a bad Last-Event-ID is a 400.
+    const atEnd = await readSse(url, key, { lastEventId: String(polled.at(-1)!.seq) });
+    expect(atEnd).toMatchObject({ status: 200, events: [], closedByServer: true });
+    expect((await readSse(url, key, { lastEventId: 'x1' })).status).toBe(400);
+    expect((await readSse(`${t.url}/v1/response/stream/inst-unknown`, key)).status).toBe(404);
+  });
+});
+
+describe('access groups', () => {
+  it('a group of limit 3: of 10 concurrent runs exactly 3 are accepted, 7 get 429 with the message', async () => {
+    const limited = (await api.call('POST', '/v1/app/create', { slug: 'limited', type: 'claude', limit: { amount: 3, interval: 'daily', message: 'Three a day, come back tomorrow.' } })).body.data.id;
+    await deploy(t, key, limited, BUNDLE);
+    const ch = (await api.call('POST', '/v1/channel/create', { appId: limited, slug: 'api', type: 'api' })).body.data.id;
+    fake.script(onTurn('LIMITED-RUN', { blocks: [{ type: 'text', text: 'Counted.' }], times: 3 }));
+    const replies = await Promise.all(Array.from({ length: 10 }, (_, i) => api.run({ appId: limited, channelId: ch, userId: 'ivy', input: `LIMITED-RUN ${i}` })));
+    const accepted = replies.filter((r) => r.status === 200);
+    const refused = replies.filter((r) => r.status !== 200);
+    expect(accepted).toHaveLength(3);
+    expect(refused).toHaveLength(7);
+    for (const r of refused) expect(r).toMatchObject({ status: 429, body: { success: false, error: 'Three a day, come back tomorrow.', code: 'limit_exceeded' } });
+    const profileId = accepted[0].body.data.profileId;
+    expect(new Set(accepted.map((r) => r.body.data.profileId))).toEqual(new Set([profileId]));
+    for (const r of accepted) expect((await api.events(r.body.data.instanceId)).at(-1)!.data.status).toBe('completed');
+    expect((await api.call('GET', `/v1/instance/list?appId=${limited}`)).body.data.total).toBe(3);
+    expect((await api.call('GET', `/v1/profile/${profileId}`)).body.data.usage).toMatchObject({ used: 3, limit: 3, resetsAt: expect.any(String) });
+  });
+});
+
+describe('inputs', () => {
+  it('gives the app credential to its MCP server as a bearer token, and images reach the model as image blocks', async () => {
+    const images = http.createServer((req, res) => {
+      if (req.url === '/pixel.png') return void res.writeHead(200, { 'content-type': 'image/png' }).end(Buffer.from(PNG_1PX, 'base64'));
+      res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => images.listen(0, '127.0.0.1', r));
+    const imageUrl = `http://127.0.0.1:${(images.address() as AddressInfo).port}/pixel.png`;
+    try {
+      const seen = fake.script(onTurn('LOOK-AT-THIS', { blocks: [{ type: 'text', text: 'Two pixels.' }] }));
+      mcp.requests.length = 0;
+      const run = (await api.run({ appId, channelId, userId: 'judy', input: 'LOOK-AT-THIS', images: [{ mediaType: 'image/png', data: PNG_1PX }, { url: imageUrl }] })).body.data;
+      expect((await api.events(run.instanceId)).at(-1)!.data.status).toBe('completed');
+      const blocks = (await seen.request).body.messages.flatMap((m: any) => (Array.isArray(m.content) ? m.content : []));
+      const imageBlocks = blocks.filter((b: any) => b.type === 'image');
+      expect(imageBlocks).toEqual([
+        { type: 'image', source: { type: 'base64', media_type: 'image/png', data: PNG_1PX } },
+        { type: 'image', source: { type: 'base64', media_type: 'image/png', data: PNG_1PX } },
+      ]);
+      // Claude Code connected to the app's MCP server with the credential's token.
+      expect(mcp.requests.map((r) => r.rpcMethod)).toEqual(expect.arrayContaining(['initialize', 'tools/list']));
+      expect(mcp.requests.every((r) => r.headers.authorization === `Bearer ${MCP_TOKEN}`)).toBe(true);
+
+      // Images alone are a valid run; an image URL that cannot be fetched fails the turn, saying why.
+      fake.script({ match: (r) => JSON.stringify(r.body).includes(PNG_1PX), blocks: [{ type: 'text', text: 'A pixel.' }] });
+      const only = (await api.run({ appId, channelId, userId: 'judy', images: [{ mediaType: 'image/png', data: PNG_1PX }] })).body.data;
+      expect((await api.events(only.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed', output: 'A pixel.' });
+      expect((await api.instance(only.instanceId)).input).toBeNull();
+      const broken = (await api.run({ appId, channelId, userId: 'judy', input: 'see', images: [{ url: `${imageUrl}-missing` }] })).body.data;
+      const events = await api.events(broken.instanceId);
+      expect(events.find((e) => e.type === 'error')!.data).toEqual({ message: expect.stringContaining('404'), code: 'image_unavailable' });
+      expect(events.at(-1)!.data).toMatchObject({ status: 'failed', error: expect.stringContaining('404') });
+    } finally {
+      images.close();
+    }
+  });
+
+  it('validates the run request; refusals create and charge nothing', async () => {
+    const before = (await api.call('GET', `/v1/instance/list?appId=${appId}`)).body.data.total;
+    const bad = async (body: Record<string, unknown>, status = 400) => {
+      const res = await api.run({ appId, channelId, userId: 'kim', ...body });
+      expect(res.status, JSON.stringify(res.body)).toBe(status);
+      expect(res.body.success).toBe(false);
+      return res.body;
+    };
+    expect((await bad({})).error).toMatch(/input/);
+    expect((await bad({ images: [] })).error).toMatch(/input/);
+    await bad({ input: '' });
+    await bad({ input: 'x', extra: 1 });
+    await bad({ input: 'x', sessionId: 's'.repeat(129) });
+    await bad({ input: 'x', userId: '' });
+    await bad({ images: [{ mediaType: 'image/bmp', data: PNG_1PX }] });
+    await bad({ images: [{ mediaType: 'image/png' }] });
+    expect((await bad({ images: [{ mediaType: 'image/png', data: 'not base64!' }] })).error).toMatch(/base64/);
+    expect((await bad({ images: [{ mediaType: 'image/jpeg', data: PNG_1PX }] })).error).toMatch(/image\/jpeg/);
+    expect((await bad({ images: [{ mediaType: 'image/png', data: `data:image/png;base64,${PNG_1PX}` }] })).error).toMatch(/prefix/);
+    const big = Buffer.alloc(5 * 1024 * 1024 + 1);
+    Buffer.from(PNG_1PX, 'base64').copy(big);
+    expect((await bad({ images: [{ mediaType: 'image/png', data: big.toString('base64') }] })).error).toMatch(/5 MiB/);
+    await bad({ images: Array.from({ length: 21 }, () => ({ mediaType: 'image/png', data: PNG_1PX })) });
+    await bad({ images: [{ url: 'ftp://example.com/a.png' }] });
+    await bad({ images: [{ url: 'https://example.com/a.png', data: PNG_1PX }] });
+    await bad({ input: 'x', channelId: 'no-such-channel' }, 404);
+    await bad({ input: 'x', appId: 'app-unknown' }, 404);
+    const otherKey = (await t.org()).key;
+    expect((await t.call('POST', '/v1/response/run', { key: otherKey, body: { appId, channelId, userId: 'kim', input: 'x' } })).status).toBe(404);
+
+    // An app without a version: 409 no_head_version, nothing charged.
+    const empty = (await api.call('POST', '/v1/app/create', { slug: 'no-version', type: 'claude' })).body.data.id;
+    const emptyChannel = (await api.call('POST', '/v1/channel/create', { appId: empty, slug: 'api', type: 'api' })).body.data.id;
+    const noHead = await api.run({ appId: empty, channelId: emptyChannel, userId: 'kim', input: 'x' });
+    expect(noHead).toMatchObject({ status: 409, body: { code: 'no_head_version' } });
+    // A channel of another app is not this app's channel.
+    expect((await api.run({ appId, channelId: emptyChannel, userId: 'kim', input: 'x' })).status).toBe(404);
+    expect((await api.call('GET', `/v1/instance/list?appId=${appId}`)).body.data.total).toBe(before);
+    expect((await api.call('GET', `/v1/profile/kim?appId=${appId}`)).status).toBe(404);
+  });
+
+  it('Idempotency-Key never starts a turn twice', async () => {
+    const script = fake.script(onTurn('ONLY-ONCE', { blocks: [{ type: 'text', text: 'Once.' }], times: Infinity }));
+    const body = { appId, channelId, userId: 'leo', input: 'ONLY-ONCE' };
+    const headers = { 'idempotency-key': 'run-leo-1' };
+    const first = await api.run(body, headers);
+    const again = await api.run(body, headers);
+    expect(first.status).toBe(200);
+    expect(again.body).toEqual(first.body);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    await api.events(first.body.data.instanceId);
+    await script.request;
+    const instances = (await api.call('GET', `/v1/instance/list?appId=${appId}&pageSize=100`)).body.data.items.filter((i: any) => i.userId === 'leo');
+    expect(instances).toHaveLength(1);
+    expect(fake.requests.filter((r) => allText(r.body).includes('ONLY-ONCE'))).toHaveLength(1);
+    expect((await api.call('GET', `/v1/profile/${first.body.data.profileId}`)).body.data.usage.used).toBe(1);
+  });
+
+  it('poll and stop check their input and never show another organization\'s instance', async () => {
+    fake.script(onTurn('TINY-TURN', { blocks: [{ type: 'text', text: 'Tiny.' }] }));
+    const run = (await api.run({ appId, channelId, userId: 'mia', input: 'TINY-TURN' })).body.data;
+    await api.events(run.instanceId);
+    for (const q of ['after=-1', 'after=abc', 'after=1.5', 'timeoutMs=x', 'nope=1']) {
+      expect((await api.call('GET', `/v1/response/poll/${run.instanceId}?${q}`)).status, q).toBe(400);
+    }
+    // timeoutMs is clamped, not refused.
+    expect((await api.call('GET', `/v1/response/poll/${run.instanceId}?timeoutMs=999999999`)).status).toBe(200);
+    expect((await api.call('GET', `/v1/response/poll/${run.instanceId}?timeoutMs=-5`)).status).toBe(200);
+    const other = (await t.org()).key;
+    expect((await t.call('GET', `/v1/response/poll/${run.instanceId}`, { key: other })).status).toBe(404);
+    expect((await t.call('POST', '/v1/response/stop', { key: other, body: { instanceId: run.instanceId } })).status).toBe(404);
+    expect((await readSse(`${t.url}/v1/response/stream/${run.instanceId}`, other)).status).toBe(404);
+    expect((await api.stop('inst-unknown')).status).toBe(404);
+    expect((await api.call('POST', '/v1/response/stop', {})).status).toBe(400);
+  });
+});
+
+describe('resilience', () => {
+  it('an instance whose worker stopped renewing its lease ends failed, and the session goes on', async () => {
+    const stuck = fake.script(onTurn('HANG-HERE', { blocks: [{ type: 'text', text: ['hanging ', 'forever'] }], pauseAfter: 1 }));
+    const run = (await api.run({ appId, channelId, userId: 'ned', input: 'HANG-HERE', sessionId: 'ned-1' })).body.data;
+    await stuck.paused;
+    // Another worker took it and died: this process's worker loses its lease renewals too.
+    await t.ctx.db.updateTable('instances').set({ workerId: 'dead-worker', leaseUntil: new Date(Date.now() - 1000) }).where('id', '=', run.instanceId).execute();
+    const events = await api.events(run.instanceId, 20_000);
+    expect(events.at(-1)).toMatchObject({ type: 'result', done: true, data: { status: 'failed', error: expect.stringContaining('lease') } });
+    expect(events.find((e) => e.type === 'error')!.data.code).toBe('worker_lost');
+    expect(await api.instance(run.instanceId)).toMatchObject({ status: 'failed', completedAt: expect.any(String) });
+    await stuck.disconnected; // the worker that lost the instance stopped its turn
+
+    fake.script(onTurn('AFTER-CRASH', { blocks: [{ type: 'text', text: 'Back.' }] }));
+    const next = (await api.run({ appId, channelId, userId: 'ned', input: 'AFTER-CRASH', sessionId: 'ned-1' })).body.data;
+    expect((await api.events(next.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed', output: 'Back.' });
+  });
+});
+
+describe('harnesslayer run', () => {
+  function cli(args: string[]) {
+    const child = spawn(process.execPath, [path.resolve('bin/harnesslayer.mjs'), 'run', ...args], {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, HARNESSLAYER_URL: t.url, HARNESSLAYER_API_KEY: key },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const exit = once(child, 'exit').then(([code]) => ({ code: code as number | null, stdout, stderr }));
+    return { child, exit, out: () => stdout };
+  }
+
+  it('streams the reply to the terminal; Ctrl-C stops the instance', async () => {
+    fake.script(onTurn('CLI-HELLO', { blocks: [{ type: 'text', text: ['Hello ', 'from ', 'the ', 'agent.'] }] }));
+    const ok = await cli(['--app', 'agent', '--channel', 'api', '--user', 'olga', '--session', 'olga-cli', 'CLI-HELLO', 'there']).exit;
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toBe('Hello from the agent.\n');
+    expect(ok.stderr).toContain('session olga-cli');
+    expect(fake.requests.some((r) => turnText(r.body).includes('CLI-HELLO there'))).toBe(true);
+
+    const slow = fake.script(onTurn('CLI-SLOW', { blocks: [{ type: 'text', text: ['Partial ', 'then more'] }], pauseAfter: 1 }));
+    const running = cli(['--app', appId, '--channel', channelId, '--user', 'olga', '--session', 'olga-cli', 'CLI-SLOW']);
+    await slow.paused;
+    await eventually(async () => running.out().includes('Partial '), 'the streamed text on stdout');
+    running.child.kill('SIGINT');
+    const stopped = await running.exit;
+    expect(stopped.code).toBe(130);
+    expect(stopped.stderr).toContain('[stopped]');
+    const instanceId = /instance (inst-[A-Za-z0-9]+)/.exec(stopped.stderr)![1];
+    expect(await api.instance(instanceId)).toMatchObject({ status: 'stopped', output: 'Partial ' });
+
+    const refused = await cli(['--app', 'agent', '--channel', 'nope', '--user', 'olga', 'hi']).exit;
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('channel "nope" not found');
+  });
+});
