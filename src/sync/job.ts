@@ -8,7 +8,7 @@ import { changedPaths, planProfileMerge, versionTree, type ProfileMergePlan, typ
 
 /** Profiles per range job, and per transaction within one. */
 export const RANGE_SIZE = 5000;
-const BATCH_SIZE = 500;
+const BATCH_SIZE = 1000;
 
 /**
  * The sync-start job: snapshots the sync's scope into sync_items, marks it running and fans
@@ -110,6 +110,9 @@ type Outcome = {
   plan?: ProfileMergePlan;
   /** The overlay of the profile's head before the merge. */
   fromOverlayHash?: string;
+  /** The profile's head state and highest state number, read under the batch's lock. */
+  headStateId?: string | null;
+  maxNumber?: number;
 };
 
 /**
@@ -158,6 +161,7 @@ async function mergeBatch(
     .selectFrom('profiles as p')
     .leftJoin('states as s', (j) => j.onRef('s.organizationId', '=', 'p.organizationId').onRef('s.id', '=', 'p.headStateId'))
     .select(['p.id', 'p.status', 'p.headStateId', 'p.baseVersionId', 's.overlayHash'])
+    .select(sql<number | null>`(select max(n.number) from states n where n.profile_id = p.id)`.as('maxNumber'))
     .where('p.id', 'in', profileIds)
     .forUpdate('p')
     .execute();
@@ -197,7 +201,7 @@ async function mergeBatch(
       // A profile with no state yet has the base version's files: the empty overlay.
       const overlay = p.overlayHash ? (overlays.get(p.overlayHash) ?? []) : [];
       const plan = await planProfileMerge(base, incoming, delta, overlay, strategy, (h) => cache.bytes(tx, h), p.overlayHash ?? undefined);
-      out.push({ profileId, outcome: 'updated', plan, fromOverlayHash: p.overlayHash ?? undefined });
+      out.push({ profileId, outcome: 'updated', plan, fromOverlayHash: p.overlayHash ?? undefined, headStateId: p.headStateId, maxNumber: Number(p.maxNumber ?? 0) });
     } catch (err) {
       out.push({ profileId, outcome: 'failed', error: `Merge failed: ${(err as Error).message}` });
     }
@@ -252,19 +256,13 @@ async function writeBatch(
         .flatMap((r) => overlays.get(r.hash)!.map((e) => ({ overlayHash: r.hash, path: e.path, blobHash: e.hash, size: e.size })));
       for (let i = 0; i < entries.length; i += 2000) await tx.insertInto('overlayEntries').values(entries.slice(i, i + 2000)).execute();
     }
-    const heads = await tx
-      .selectFrom('profiles as p')
-      .select(['p.id', 'p.headStateId', sql<number>`coalesce((select max(s.number) from states s where s.profile_id = p.id), 0)`.as('maxNumber')])
-      .where('p.id', 'in', updated.map((o) => o.profileId))
-      .execute();
-    const head = new Map(heads.map((h) => [h.id, h]));
     const states = updated.map((o) => ({
       organizationId: sync.organizationId,
       id: newId('state'),
       profileId: o.profileId,
       appId: sync.appId,
-      number: Number(head.get(o.profileId)!.maxNumber) + 1,
-      parentStateId: head.get(o.profileId)!.headStateId,
+      number: o.maxNumber! + 1,
+      parentStateId: o.headStateId ?? null,
       baseVersionId: sync.versionId,
       overlayHash: o.plan.overlayHash,
       treeHash: o.plan.treeHash,
