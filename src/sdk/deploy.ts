@@ -44,6 +44,8 @@ async function hashFile(file: string): Promise<string> {
   return h.digest('hex');
 }
 
+const STREAM_ABOVE = 8 * 1024 * 1024;
+
 function lowerKeys(h: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(h).map(([k, v]) => [k.toLowerCase(), v]));
 }
@@ -97,11 +99,13 @@ export async function deployFolder(
   let bytes = 0;
   await pool(todo, opts.concurrency ?? 8, async (u) => {
     const file = byName.get(u.name)!;
+    // Small files go as one buffer (a streamed body costs far more per request); big ones stream.
+    const body = file.size <= STREAM_ABOVE ? await fs.readFile(file.absolute) : (Readable.toWeb(createReadStream(file.absolute)) as ReadableStream);
     const res = await fetch(u.url, {
       method: 'PUT',
       // The URL's own headers (Content-Type among them) are the ones its signature expects.
       headers: { ...lowerKeys({ 'content-type': 'application/octet-stream' }), ...lowerKeys(u.headers), 'content-length': String(file.size) },
-      body: Readable.toWeb(createReadStream(file.absolute)) as ReadableStream,
+      body,
       duplex: 'half',
     } as RequestInit);
     if (!res.ok) throw new Error(`Uploading ${u.name} failed (${res.status}): ${await res.text()}`);
