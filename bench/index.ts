@@ -7,6 +7,7 @@ const BENCHES: Record<string, () => Promise<{ run(): Promise<void> }>> = {
   api: () => import('./api.js'),
   sync: () => import('./sync.js'),
   upload: () => import('./upload.js'),
+  run: () => import('./run.js'),
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
