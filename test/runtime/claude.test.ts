@@ -35,8 +35,11 @@ async function turn(opts: Partial<ClaudeTurnOptions> & { cwd: string; configDir:
     model: 'claude-sonnet-4-5',
     maxRetries: 0,
     timeoutMs: 60_000,
-    onEvent: (e) => events.push(e),
     ...opts,
+    onEvent: (e) => {
+      events.push(e);
+      opts.onEvent?.(e);
+    },
   });
   const of = <T extends EventType>(type: T) => events.filter((e) => e.type === type).map((e) => e.data as EventData[T]);
   return { result, events, of, streamed: of('text.delta').map((d) => d.text).join('') };
@@ -133,9 +136,17 @@ describe('claude runtime', () => {
     const dirs = await profileDirs();
     const slow = fake.script({ blocks: [{ type: 'text', text: ['Partial ', 'answer ', 'NEVER-STREAMED'] }], pauseAfter: 2 });
     const stop = new AbortController();
-    void slow.paused.then(() => stop.abort());
+    // Stop once the runtime has seen the two chunks the model sent before pausing (waiting on
+    // the fake's pause alone races the deltas still in flight to the runtime).
+    let seen = '';
+    const onEvent = (e: RuntimeEvent) => {
+      if (e.type !== 'text.delta') return;
+      seen += (e.data as EventData['text.delta']).text;
+      if (seen === 'Partial answer ') stop.abort();
+    };
 
-    const one = await turn({ ...dirs, prompt: 'tell me slowly', abortSignal: stop.signal });
+    const one = await turn({ ...dirs, prompt: 'tell me slowly', abortSignal: stop.signal, onEvent });
+    await slow.paused;
 
     expect(one.result).toMatchObject({ status: 'stopped', output: 'Partial answer ', error: null });
     expect(one.streamed).toBe('Partial answer ');
