@@ -1,14 +1,14 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { query } from '@anthropic-ai/claude-agent-sdk';
-import pg from 'pg';
 import { loadConfig } from '../src/config.js';
 import { newApiKey } from '../src/core/secrets.js';
 import { HarnesslayerClient } from '../src/sdk/client.js';
 import { start } from '../src/start.js';
+import { freshDatabase } from './lib.js';
 import { startFakeAnthropic } from '../test/fakes/anthropic.js';
 
 /*
@@ -24,20 +24,9 @@ import { startFakeAnthropic } from '../test/fakes/anthropic.js';
  */
 const TURNS = Number(process.env.BENCH_RUN_TURNS || 8);
 const DB = process.env.BENCH_RUN_DB || 'pglite';
-const PG_URL = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test';
 const FILES = { 'CLAUDE.md': '# Bench agent\nAnswer briefly.\n', '.claude/settings.json': '{}\n' };
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
-async function admin(q: string): Promise<void> {
-  const c = new pg.Client({ connectionString: PG_URL });
-  await c.connect();
-  try {
-    await c.query(q);
-  } finally {
-    await c.end();
-  }
-}
 
 async function bare(work: string, baseUrl: string, apiKey: string): Promise<number[]> {
   const times: number[] = [];
@@ -66,16 +55,9 @@ async function bare(work: string, baseUrl: string, apiKey: string): Promise<numb
 }
 
 async function platform(work: string, baseUrl: string, apiKey: string): Promise<number[]> {
-  let databaseUrl: string | undefined;
-  const dbName = `harnesslayer_bench_run_${randomBytes(4).toString('hex')}`;
-  if (DB === 'postgres') {
-    await admin(`create database ${dbName}`);
-    const u = new URL(PG_URL);
-    u.pathname = `/${dbName}`;
-    databaseUrl = u.toString();
-  }
+  const database = DB === 'postgres' ? await freshDatabase('run') : undefined;
   const userKey = newApiKey();
-  const config = loadConfig({}, { dataDir: path.join(work, 'data'), databaseUrl, port: 0, userKey, secret: 'bench', anthropicBaseUrl: baseUrl, anthropicApiKey: apiKey });
+  const config = loadConfig({}, { dataDir: path.join(work, 'data'), databaseUrl: database?.url, port: 0, userKey, secret: 'bench', anthropicBaseUrl: baseUrl, anthropicApiKey: apiKey });
   const running = await start(config, 'all', { listen: true });
   try {
     const url = `http://127.0.0.1:${(running.server!.server.address() as AddressInfo).port}`;
@@ -108,7 +90,7 @@ async function platform(work: string, baseUrl: string, apiKey: string): Promise<
     return times;
   } finally {
     await running.stop();
-    if (DB === 'postgres') await admin(`drop database if exists ${dbName} with (force)`);
+    await database?.drop();
   }
 }
 

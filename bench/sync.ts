@@ -1,13 +1,13 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { loadConfig } from '../src/config.js';
 import { newApiKey } from '../src/core/secrets.js';
 import { start } from '../src/start.js';
+import { freshDatabase } from './lib.js';
 import { seedProfiles } from '../test/helpers/seed.js';
 
 /*
@@ -21,7 +21,6 @@ import { seedProfiles } from '../test/helpers/seed.js';
  * Environment: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test; a fresh
  * database is created beside it and dropped), BENCH_PROFILES (100000), BENCH_GIT_PROFILES (1000).
  */
-const PG_URL = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test';
 const PROFILES = Number(process.env.BENCH_PROFILES || 100_000);
 const GIT_PROFILES = Number(process.env.BENCH_GIT_PROFILES || 1000);
 
@@ -34,16 +33,6 @@ function bundle(version: 1 | 2): Record<string, string> {
 }
 const profileEdit = (i: number) => claude({ 5: `Rule 5: user ${i} prefers French.` });
 const sha = (s: string) => `sha256-${createHash('sha256').update(s).digest('hex')}`;
-
-async function admin(query: string): Promise<void> {
-  const c = new pg.Client({ connectionString: PG_URL });
-  await c.connect();
-  try {
-    await c.query(query);
-  } finally {
-    await c.end();
-  }
-}
 
 async function call(base: string, key: string, method: string, route: string, body?: unknown): Promise<any> {
   const res = await fetch(`${base}${route}`, {
@@ -65,13 +54,10 @@ async function deploy(base: string, key: string, appId: string, files: Record<st
 }
 
 async function ours(): Promise<{ seconds: number; rate: number; counters: any }> {
-  const dbName = `harnesslayer_bench_sync_${randomBytes(4).toString('hex')}`;
-  await admin(`create database ${dbName}`);
-  const url = new URL(PG_URL);
-  url.pathname = `/${dbName}`;
+  const database = await freshDatabase('sync');
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-bench-sync-'));
   const userKey = newApiKey();
-  const config = loadConfig({}, { databaseUrl: url.toString(), dataDir, port: 0, userKey, secret: 'bench-secret' });
+  const config = loadConfig({}, { databaseUrl: database.url, dataDir, port: 0, userKey, secret: 'bench-secret' });
   const running = await start(config, 'all', { listen: true });
   try {
     const base = `http://127.0.0.1:${(running.server!.server.address() as AddressInfo).port}`;
@@ -104,7 +90,7 @@ async function ours(): Promise<{ seconds: number; rate: number; counters: any }>
     return { seconds, rate: PROFILES / seconds, counters: sync };
   } finally {
     await running.stop();
-    await admin(`drop database if exists ${dbName} with (force)`);
+    await database.drop();
     await fs.rm(dataDir, { recursive: true, force: true });
   }
 }

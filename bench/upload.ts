@@ -4,12 +4,12 @@ import fs from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { loadConfig } from '../src/config.js';
 import { newApiKey } from '../src/core/secrets.js';
 import { HarnesslayerClient } from '../src/sdk/client.js';
 import { deployFolder } from '../src/sdk/deploy.js';
 import { start } from '../src/start.js';
+import { freshDatabase } from './lib.js';
 
 /*
  * Uploading a FILES-file, ~TOTAL_MB MB folder as an app version through the API (hash,
@@ -23,7 +23,6 @@ import { start } from '../src/start.js';
 const FILES = Number(process.env.BENCH_UPLOAD_FILES || 1000);
 const TOTAL_MB = Number(process.env.BENCH_UPLOAD_MB || 100);
 const DB = process.env.BENCH_UPLOAD_DB || 'pglite';
-const PG_URL = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test';
 
 async function makeFolder(dir: string): Promise<void> {
   // Sizes vary (a few KB to ~1 MB) around the mean; contents are random, so nothing dedupes.
@@ -36,19 +35,9 @@ async function makeFolder(dir: string): Promise<void> {
   }
 }
 
-async function admin(query: string): Promise<void> {
-  const c = new pg.Client({ connectionString: PG_URL });
-  await c.connect();
-  try {
-    await c.query(query);
-  } finally {
-    await c.end();
-  }
-}
-
 export async function run(): Promise<void> {
   const work = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-bench-upload-'));
-  const dbName = `harnesslayer_bench_upload_${randomBytes(4).toString('hex')}`;
+  let database: Awaited<ReturnType<typeof freshDatabase>> | undefined;
   try {
     const src = path.join(work, 'src');
     await makeFolder(src);
@@ -59,15 +48,9 @@ export async function run(): Promise<void> {
     execFileSync('cp', ['-r', src, path.join(work, 'copy')]);
     const cpSeconds = (performance.now() - t0) / 1000;
 
-    let databaseUrl: string | undefined;
-    if (DB === 'postgres') {
-      await admin(`create database ${dbName}`);
-      const u = new URL(PG_URL);
-      u.pathname = `/${dbName}`;
-      databaseUrl = u.toString();
-    }
+    if (DB === 'postgres') database = await freshDatabase('upload');
     const userKey = newApiKey();
-    const config = loadConfig({}, { dataDir: path.join(work, 'data'), databaseUrl, port: 0, userKey, secret: 'bench-secret' });
+    const config = loadConfig({}, { dataDir: path.join(work, 'data'), databaseUrl: database?.url, port: 0, userKey, secret: 'bench-secret' });
     const running = await start(config, 'all', { listen: true });
     try {
       const baseUrl = `http://127.0.0.1:${(running.server!.server.address() as AddressInfo).port}`;
@@ -85,7 +68,7 @@ export async function run(): Promise<void> {
       await running.stop();
     }
   } finally {
-    if (DB === 'postgres') await admin(`drop database if exists ${dbName} with (force)`);
+    await database?.drop();
     await fs.rm(work, { recursive: true, force: true });
   }
 }
