@@ -33,6 +33,12 @@ export interface Config {
   runTimeoutSeconds: number;
   /** The model `claude` runs use; unset: Claude Code's default. */
   claudeModel: string | undefined;
+  /** The model `openclaw` runs use (an Anthropic model id); unset: openclaw-config.ts's default. */
+  openclawModel: string | undefined;
+  /** OpenClaw gateways this process runs at once (each idles at ~1.2 GB). */
+  openclawMaxGateways: number;
+  /** A gateway with no turn for this long is stopped. */
+  openclawIdleSeconds: number;
   /** Outbound deliveries (webhooks, Sendblue replies): retry n waits base·2^(n−1), capped at 1 h. */
   webhookRetryBaseMs: number;
   /** ...and retries stop once this long has passed since the first attempt. */
@@ -85,6 +91,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     runLeaseSeconds: overrides.runLeaseSeconds ?? Math.max(1, int(env, 'HARNESSLAYER_RUN_LEASE_SECONDS', 30)),
     runTimeoutSeconds: overrides.runTimeoutSeconds ?? Math.max(1, int(env, 'HARNESSLAYER_RUN_TIMEOUT_SECONDS', 600)),
     claudeModel: overrides.claudeModel ?? (env.ANTHROPIC_MODEL || undefined),
+    openclawModel: overrides.openclawModel ?? (env.HARNESSLAYER_OPENCLAW_MODEL || env.ANTHROPIC_MODEL || undefined),
+    openclawMaxGateways: overrides.openclawMaxGateways ?? Math.max(1, int(env, 'HARNESSLAYER_OPENCLAW_MAX_GATEWAYS', 2)),
+    openclawIdleSeconds: overrides.openclawIdleSeconds ?? Math.max(1, int(env, 'HARNESSLAYER_OPENCLAW_IDLE_SECONDS', 600)),
     webhookRetryBaseMs: overrides.webhookRetryBaseMs ?? Math.max(1, int(env, 'HARNESSLAYER_WEBHOOK_RETRY_BASE_MS', 5_000)),
     webhookRetryWindowMs: overrides.webhookRetryWindowMs ?? int(env, 'HARNESSLAYER_WEBHOOK_RETRY_WINDOW_MS', 24 * 60 * 60 * 1000),
   };

@@ -10,6 +10,7 @@ import type { TurnImage } from './claude.js';
 import { runClaude } from './claude-runtime.js';
 import { ZERO_USAGE, type RuntimeEvent, type Usage } from './events.js';
 import { fetchImage } from './fetch-image.js';
+import { closeOpenclawPool, runOpenclaw } from './openclaw-runtime.js';
 import { TurnError, type Runtime, type TurnOutcome } from './turn.js';
 import { commitRun, materialize, scan, type WorkFile, type Workspace } from './workspace.js';
 
@@ -20,8 +21,8 @@ import { commitRun, materialize, scan, type WorkFile, type Workspace } from './w
  * instance and start the session's next one.
  */
 
-/** Runtimes by app type; the openclaw runtime adds itself here. */
-export const runtimes: Record<string, Runtime> = { claude: runClaude };
+/** Runtimes by app type. */
+export const runtimes: Record<string, Runtime> = { claude: runClaude, openclaw: runOpenclaw };
 
 type EndReason = 'stop' | 'shutdown' | 'lost';
 
@@ -78,6 +79,7 @@ export async function stopRunWorkers(ctx: Ctx): Promise<void> {
   for (const cleanup of state.cleanups.splice(0)) cleanup();
   for (const run of state.runs.values()) run.end('shutdown');
   await Promise.allSettled([...state.active]);
+  await closeOpenclawPool(ctx);
 }
 
 /** The run-instance job. */

@@ -1,0 +1,62 @@
+import path from 'node:path';
+import type { Ctx } from '../core/context.js';
+import { runOpenclawTurn } from './openclaw.js';
+import { GatewayPool } from './openclaw-pool.js';
+import { TurnError, type TurnOutcome, type TurnRequest } from './turn.js';
+
+/**
+ * The `openclaw` runtime in the run pipeline: one gateway pool per server process, one
+ * gateway per app (the trust domain: profiles of one app share it, see README.md "Tenancy on
+ * a shared gateway"), one OpenClaw conversation per Harnesslayer session and profile — or
+ * per session, for a `group` session that every profile of the app may use.
+ */
+export async function runOpenclaw(req: TurnRequest): Promise<TurnOutcome> {
+  const { ctx, instance, app } = req;
+  if (!ctx.config.anthropicApiKey) {
+    throw new TurnError('ANTHROPIC_API_KEY is not set on the server that ran this turn; openclaw apps cannot run without it.', 'not_configured');
+  }
+  const session = instance.sessionId
+    ? await ctx.db.selectFrom('sessions').select('type').where('organizationId', '=', instance.organizationId).where('id', '=', instance.sessionId).executeTakeFirst()
+    : undefined;
+  const conversation = session?.type === 'group' ? `group/${instance.sessionId}` : `${instance.profileId}/${instance.sessionId ?? instance.id}`;
+  const result = await runOpenclawTurn({
+    pool: openclawPool(ctx),
+    gatewayKey: app.id,
+    workspaceDir: req.cwd,
+    sessionKey: conversation,
+    prompt: instance.input ?? '',
+    images: req.images,
+    abortSignal: req.abortSignal,
+    timeoutMs: ctx.config.runTimeoutSeconds * 1000,
+    onEvent: req.onEvent,
+  });
+  // No persist step: the gateway keeps the transcript in its state dir under the data dir.
+  return result;
+}
+
+const pools = new WeakMap<Ctx, GatewayPool>();
+
+/** This process's gateways; started lazily, by the first openclaw turn. */
+export function openclawPool(ctx: Ctx): GatewayPool {
+  let pool = pools.get(ctx);
+  if (!pool) {
+    pool = new GatewayPool({
+      dataDir: ctx.config.dataDir,
+      anthropicBaseUrl: ctx.config.anthropicBaseUrl,
+      anthropicApiKey: ctx.config.anthropicApiKey ?? '',
+      model: ctx.config.openclawModel,
+      maxGateways: ctx.config.openclawMaxGateways,
+      idleTimeoutMs: ctx.config.openclawIdleSeconds * 1000,
+      onLog: ctx.config.logLevel === 'debug' ? (key, line) => console.error(`[openclaw ${path.basename(key)}] ${line}`) : undefined,
+    });
+    pools.set(ctx, pool);
+  }
+  return pool;
+}
+
+/** Stops this process's gateways (at shutdown, after its turns have ended). */
+export async function closeOpenclawPool(ctx: Ctx): Promise<void> {
+  const pool = pools.get(ctx);
+  pools.delete(ctx);
+  await pool?.close();
+}

@@ -1,0 +1,176 @@
+/**
+ * The `openclaw` runtime: one turn of an OpenClaw agent on a supervised gateway (see
+ * openclaw-gateway.ts), in the profile's workspace, mapped to our events. See README.md
+ * here and ../shared/notes/runtimes.md §2.4–2.7 for the gateway's run protocol.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import type { TurnImage } from './claude.js';
+import { ZERO_USAGE, type EventSink, type FinalStatus, type Usage } from './events.js';
+import type { GatewayClient } from './openclaw-client.js';
+import { borrowWorkspace } from './openclaw-gateway.js';
+import type { GatewayLease, GatewayPool } from './openclaw-pool.js';
+import { OpenclawTurnMapper, textOf } from './openclaw-events.js';
+
+export interface OpenclawTurnOptions {
+  pool: GatewayPool;
+  /** The trust domain whose gateway runs the turn (e.g. the app): turns of one key share it. */
+  gatewayKey: string;
+  /** The profile's workspace (AGENTS.md, SOUL.md, MEMORY.md...), materialized by the caller. */
+  workspaceDir: string;
+  /**
+   * The conversation: one per Harnesslayer session and profile (`single`), or one shared by
+   * the app's profiles (`group`). Each key is its own OpenClaw agent and transcript.
+   */
+  sessionKey: string;
+  prompt: string;
+  images?: TurnImage[];
+  /** Stop: `chat.abort`; the turn ends `stopped`, keeping what was streamed. */
+  abortSignal?: AbortSignal;
+  /** The turn ends `failed` (code `timeout`) after this long. */
+  timeoutMs?: number;
+  onEvent?: EventSink;
+}
+
+export interface OpenclawTurnResult {
+  status: FinalStatus;
+  /** The final assistant text; for a stopped or failed turn, the text streamed so far. */
+  output: string;
+  error: string | null;
+  usage: Usage;
+}
+
+/** The fields of `chat.history` this runtime reads. */
+interface History {
+  messages?: {
+    role?: string;
+    content?: unknown;
+    openclawAbort?: { aborted?: boolean };
+    usage?: { input?: number; output?: number; cacheRead?: number; cacheWrite?: number; cost?: { total?: number } };
+    __openclaw?: { runId?: string };
+  }[];
+}
+
+/** How long a stopped turn may take to end before its connection is dropped. */
+const STOP_GRACE_MS = 10_000;
+const HISTORY_LIMIT = 50;
+
+/** The OpenClaw agent of a conversation: a name the gateway accepts, unique per key. */
+export function agentIdFor(sessionKey: string): string {
+  return `hl-${createHash('sha256').update(sessionKey).digest('hex').slice(0, 32)}`;
+}
+
+export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<OpenclawTurnResult> {
+  if (opts.abortSignal?.aborted) return { status: 'stopped', output: '', error: null, usage: { ...ZERO_USAGE } };
+  const emit: EventSink = opts.onEvent ?? (() => {});
+  const fail = (message: string, code: string, output = '', usage: Usage = { ...ZERO_USAGE }): OpenclawTurnResult => {
+    emit({ type: 'error', data: { message, code } });
+    return { status: 'failed', output, error: message, usage };
+  };
+
+  let lease: GatewayLease;
+  try {
+    lease = await opts.pool.acquire(opts.gatewayKey);
+  } catch (err) {
+    return fail(`The OpenClaw gateway could not start: ${(err as Error).message}`, 'gateway_unavailable');
+  }
+  let client: GatewayClient | null = null;
+  let giveBack: (() => Promise<void>) | null = null;
+  try {
+    const agentId = agentIdFor(opts.sessionKey);
+    const workspace = await lease.gateway.ensureAgent(agentId);
+    giveBack = await borrowWorkspace(opts.workspaceDir, workspace);
+    client = await lease.gateway.connect();
+    // The agent's own main session: its MEMORY.md is loaded there (private session).
+    const sessionKey = `agent:${agentId}:main`;
+    const runId = randomUUID();
+    const turn = new OpenclawTurnMapper(emit, runId);
+    client.onEvent((event, payload) => turn.handle(event, payload));
+    const ended = turn.ended;
+    let gone: Error | null = null;
+    client.onClose((err) => {
+      gone = err;
+      turn.interrupt();
+    });
+
+    const message = await carryStoppedReply(client, sessionKey, opts.prompt);
+    if (opts.abortSignal?.aborted) return { status: 'stopped', output: '', error: null, usage: { ...ZERO_USAGE } };
+    await client.call('chat.send', {
+      sessionKey,
+      message,
+      idempotencyKey: runId, // the run's id is the idempotency key: its events carry it
+      attachments: (opts.images ?? []).map((i) => ({ type: 'image', mimeType: i.mediaType, content: i.data })),
+    });
+    emit({ type: 'status', data: { status: 'running' } });
+
+    let ending: 'stopped' | 'timeout' | null = null;
+    let graceTimer: NodeJS.Timeout | undefined;
+    const abort = (why: 'stopped' | 'timeout') => {
+      if (ending || turn.state) return;
+      ending = why;
+      client!.call('chat.abort', { sessionKey, runId }).catch(() => turn.interrupt());
+      graceTimer = setTimeout(() => turn.interrupt(), STOP_GRACE_MS);
+    };
+    const onAbort = () => abort('stopped');
+    opts.abortSignal?.addEventListener('abort', onAbort, { once: true });
+    const timer = opts.timeoutMs ? setTimeout(() => abort('timeout'), opts.timeoutMs) : undefined;
+    if (opts.abortSignal?.aborted) abort('stopped'); // stopped while chat.send was answered
+    try {
+      await ended;
+    } finally {
+      clearTimeout(timer);
+      clearTimeout(graceTimer);
+      opts.abortSignal?.removeEventListener('abort', onAbort);
+    }
+
+    if (turn.state === 'completed') {
+      const usage = (await runUsage(client, sessionKey, runId).catch(() => null)) ?? turn.streamUsage;
+      return { status: 'completed', output: turn.finalText, error: null, usage };
+    }
+    if (ending === 'timeout') return fail(`The turn timed out after ${opts.timeoutMs} ms.`, 'timeout', turn.lastText, turn.streamUsage);
+    if (ending === 'stopped') return { status: 'stopped', output: turn.lastText, error: null, usage: turn.streamUsage };
+    if (turn.state === 'error') return fail(turn.errorMessage, turn.errorCode, turn.lastText, turn.streamUsage);
+    // Aborted without our stop: the gateway cancelled it (shutting down, session reset).
+    const why = turn.state === 'aborted' ? 'it cancelled the run' : gone ? (gone as Error).message : 'the turn ended without a result';
+    return fail(`The OpenClaw gateway stopped during the turn (${why}).`, 'gateway_error', turn.lastText, turn.streamUsage);
+  } catch (err) {
+    return fail(`The OpenClaw gateway failed: ${(err as Error).message}`, 'gateway_error');
+  } finally {
+    client?.close();
+    lease.release();
+    // The caller commits what the turn changed from its own directory.
+    await giveBack?.();
+  }
+}
+
+/**
+ * OpenClaw keeps a stopped turn's partial reply in the transcript as a marked message
+ * (`openclawAbort`) but leaves it out of the next model request. The next turn's prompt
+ * carries it back, so the model sees what it had already said (CONTRACT §9: a stopped turn
+ * stays in the conversation). The stopped user input is still in the transcript.
+ */
+async function carryStoppedReply(client: GatewayClient, sessionKey: string, prompt: string): Promise<string> {
+  const history = await client.call<History>('chat.history', { sessionKey, limit: 4 }).catch(() => null);
+  const last = history?.messages?.at(-1);
+  if (last?.role !== 'assistant' || !last.openclawAbort?.aborted) return prompt;
+  const partial = textOf(last.content).trim();
+  if (!partial) return prompt;
+  return `[Your previous reply was stopped before it finished. What you had said so far:]\n${partial}\n[End of the stopped reply.]\n\n${prompt}`;
+}
+
+/** The turn's tokens and cost: the usage of each model response the run recorded. */
+async function runUsage(client: GatewayClient, sessionKey: string, runId: string): Promise<Usage | null> {
+  const history = await client.call<History>('chat.history', { sessionKey, limit: HISTORY_LIMIT });
+  const rows = (history?.messages ?? []).filter((m) => m.role === 'assistant' && m.__openclaw?.runId === runId && m.usage);
+  if (rows.length === 0) return null;
+  const usage = { ...ZERO_USAGE };
+  for (const { usage: u = {} } of rows) {
+    usage.inputTokens += num(u.input) + num(u.cacheRead) + num(u.cacheWrite);
+    usage.outputTokens += num(u.output);
+    usage.costUsd += num(u.cost?.total);
+  }
+  return usage;
+}
+
+function num(value: unknown): number {
+  return typeof value === 'number' && Number.isFinite(value) ? value : 0;
+}
