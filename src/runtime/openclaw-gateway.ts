@@ -63,6 +63,7 @@ export class Gateway {
   private readonly logTail: string[] = [];
   private readonly exitHandlers = new Set<() => void>();
   private control: GatewayClient | null = null;
+  private connecting: Promise<GatewayClient> | null = null;
   /** Agents configured on this process. */
   private readonly agents = new Set<string>();
   private agentQueue: Promise<unknown> = Promise.resolve();
@@ -151,10 +152,11 @@ export class Gateway {
     }
   }
 
-  /** A new connection for one turn (its events are that connection's). */
-  connect(): Promise<GatewayClient> {
-    return GatewayClient.connect(this.url, this.token);
-  }
+  /**
+   * Agents whose last turn on this process completed: there is no stopped reply of theirs to
+   * carry into the next turn, so that turn can skip reading the transcript (openclaw.ts).
+   */
+  readonly completedLast = new Set<string>();
 
   /** Where the agents' workspaces live: `<workspacesDir>/<agentId>`. */
   get workspacesDir(): string {
@@ -178,7 +180,7 @@ export class Gateway {
   }
 
   private async createAgent(agentId: string, workspace: string): Promise<void> {
-    const control = await this.controlClient();
+    const control = await this.client();
     const created = await control.call<{ agentId: string }>('agents.create', { name: agentId, workspace }).catch(async (err) => {
       // The gateway's state outlives its config (regenerated at each start).
       if (!(err instanceof GatewayCallError) || !/exist/i.test(err.message)) throw err;
@@ -215,12 +217,23 @@ export class Gateway {
     clearTimeout(timer);
   }
 
-  private async controlClient(): Promise<GatewayClient> {
-    if (!this.control || this.control.closed) {
-      this.control = await GatewayClient.connect(this.url, this.token);
-      this.control.onClose(() => (this.control = null));
-    }
-    return this.control;
+  /**
+   * The gateway's one connection, shared by its turns (each listens for its own run's
+   * events), which saves a handshake per turn.
+   */
+  client(): Promise<GatewayClient> {
+    if (this.control && !this.control.closed) return Promise.resolve(this.control);
+    // Concurrent callers share one handshake.
+    this.connecting ??= GatewayClient.connect(this.url, this.token)
+      .then((client) => {
+        this.control = client;
+        client.onClose(() => {
+          if (this.control === client) this.control = null;
+        });
+        return client;
+      })
+      .finally(() => (this.connecting = null));
+    return this.connecting;
   }
 
   private startError(message: string): Error {

@@ -50,7 +50,7 @@ interface History {
   }[];
 }
 
-/** How long a stopped turn may take to end before its connection is dropped. */
+/** How long a stopped turn may take to end before it stops waiting for the gateway. */
 const STOP_GRACE_MS = 10_000;
 const HISTORY_LIMIT = 50;
 
@@ -74,25 +74,30 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
     return fail(`The OpenClaw gateway could not start: ${(err as Error).message}`, 'gateway_unavailable');
   }
   let client: GatewayClient | null = null;
+  const unsubscribe: (() => void)[] = [];
   let giveBack: (() => Promise<void>) | null = null;
   try {
     const agentId = agentIdFor(opts.sessionKey);
     const workspace = await lease.gateway.ensureAgent(agentId);
     giveBack = await borrowWorkspace(opts.workspaceDir, workspace);
-    client = await lease.gateway.connect();
+    client = await lease.gateway.client();
     // The agent's own main session: its MEMORY.md is loaded there (private session).
     const sessionKey = `agent:${agentId}:main`;
     const runId = randomUUID();
     const turn = new OpenclawTurnMapper(emit, runId);
-    client.onEvent((event, payload) => turn.handle(event, payload));
+    unsubscribe.push(client.onEvent((event, payload) => turn.handle(event, payload)));
     const ended = turn.ended;
     let gone: Error | null = null;
-    client.onClose((err) => {
-      gone = err;
-      turn.interrupt();
-    });
+    unsubscribe.push(
+      client.onClose((err) => {
+        gone = err;
+        turn.interrupt();
+      }),
+    );
 
-    const message = await carryStoppedReply(client, sessionKey, opts.prompt);
+    const completedLast = lease.gateway.completedLast;
+    const message = completedLast.has(agentId) ? opts.prompt : await carryStoppedReply(client, sessionKey, opts.prompt);
+    completedLast.delete(agentId);
     if (opts.abortSignal?.aborted) return { status: 'stopped', output: '', error: null, usage: { ...ZERO_USAGE } };
     await client.call('chat.send', {
       sessionKey,
@@ -123,6 +128,7 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
     }
 
     if (turn.state === 'completed') {
+      completedLast.add(agentId);
       const usage = (await runUsage(client, sessionKey, runId).catch(() => null)) ?? turn.streamUsage;
       return { status: 'completed', output: turn.finalText, error: null, usage };
     }
@@ -135,7 +141,7 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
   } catch (err) {
     return fail(`The OpenClaw gateway failed: ${(err as Error).message}`, 'gateway_error');
   } finally {
-    client?.close();
+    for (const off of unsubscribe) off();
     lease.release();
     // The caller commits what the turn changed from its own directory.
     await giveBack?.();
