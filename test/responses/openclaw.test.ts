@@ -42,7 +42,8 @@ afterAll(async () => {
 
 const files = async (stateId: string) => (await api.call('GET', `/v1/state/${stateId}`)).body.data.files;
 
-describe('openclaw apps', () => {
+// The gateway is slow on a loaded machine (a new session's agent alone takes seconds).
+describe('openclaw apps', { timeout: 240_000 }, () => {
   it('runs a text turn: events through poll and SSE, the workspace in the prompt, records', async () => {
     fake.script(onTurn('SAY-HELLO', { blocks: [{ type: 'text', text: ['Hello ', 'there, ', 'friend.'] }] }));
     const res = await api.run({ appId, channelId, userId: 'alice', input: 'SAY-HELLO please', sessionId: 'alice-1' });
@@ -155,6 +156,20 @@ describe('openclaw apps', () => {
     expect(seen).not.toContain('NEVER-STREAMED');
     const history = (await api.call('GET', '/v1/history/list?sessionId=frank-1')).body.data.items;
     expect(history.map((h: { status: string }) => h.status).sort()).toEqual(['completed', 'stopped']);
+  });
+
+  it('counts runs against the profile\'s access group as for claude apps', async () => {
+    const group = (await api.call('POST', '/v1/access_group/create', { appId, name: 'One a day', limit: 1, limitReset: 'daily', limitMessage: 'One a day, come back tomorrow.' })).body.data;
+    const profile = (await api.call('POST', '/v1/profile/create', { appId, identifier: 'ivy', accessGroupId: group.id })).body.data;
+    fake.script(onTurn('LIMITED-RUN', { blocks: [{ type: 'text', text: 'Counted.' }] }));
+    const replies = await Promise.all([1, 2, 3].map((i) => api.run({ appId, channelId, userId: 'ivy', input: `LIMITED-RUN ${i}` })));
+    const accepted = replies.filter((r) => r.status === 200);
+    expect(accepted).toHaveLength(1);
+    for (const r of replies.filter((r) => r.status !== 200)) {
+      expect(r).toMatchObject({ status: 429, body: { success: false, error: 'One a day, come back tomorrow.', code: 'limit_exceeded' } });
+    }
+    expect((await api.events(accepted[0].body.data.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed', output: 'Counted.' });
+    expect((await api.call('GET', `/v1/profile/${profile.id}`)).body.data.usage).toMatchObject({ used: 1, limit: 1 });
   });
 
   it('ends a turn failed when its gateway is killed mid-run; the next run starts a new gateway', async () => {

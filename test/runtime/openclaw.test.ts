@@ -35,7 +35,7 @@ async function turn(opts: Partial<OpenclawTurnOptions> & { workspaceDir: string;
   return { result, events, of, streamed: of('text.delta').map((d) => d.text).join('') };
 }
 
-describe.runIf(TEST_DB_KIND === 'pglite')('openclaw runtime', () => {
+describe.runIf(TEST_DB_KIND === 'pglite')('openclaw runtime', { timeout: 240_000 }, () => {
   beforeAll(async () => {
     root = await fs.mkdtemp(path.join(os.tmpdir(), 'hl-openclaw-'));
     fake = await startFakeAnthropic();
