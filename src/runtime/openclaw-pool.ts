@@ -5,6 +5,7 @@
  * one gateway's process.
  */
 import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { Gateway, type GatewayPoolOptions } from './openclaw-gateway.js';
@@ -59,6 +60,15 @@ export class GatewayPool {
     return [...this.gateways.values()].filter((g) => g.alive);
   }
 
+  /** Stops `key`'s gateway and deletes its directory: every transcript and workspace in it. */
+  async forget(key: string): Promise<void> {
+    const pending = this.starting.get(key);
+    if (pending) await pending.catch(() => {});
+    const gateway = this.gateways.get(key);
+    if (gateway) await this.retire(gateway);
+    await fs.rm(this.dirOf(key), { recursive: true, force: true });
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     await Promise.allSettled([...this.starting.values()]);
@@ -67,7 +77,7 @@ export class GatewayPool {
   }
 
   private async startGateway(key: string): Promise<Gateway> {
-    const dir = path.join(this.opts.dataDir, 'openclaw', createHash('sha256').update(key).digest('hex').slice(0, 32));
+    const dir = this.dirOf(key);
     let lastError: unknown;
     // A second try covers a port taken between choosing and binding it.
     for (let attempt = 0; attempt < 2; attempt++) {
@@ -88,6 +98,10 @@ export class GatewayPool {
       return gateway;
     }
     throw lastError;
+  }
+
+  private dirOf(key: string): string {
+    return path.join(this.opts.dataDir, 'openclaw', createHash('sha256').update(key).digest('hex').slice(0, 32));
   }
 
   private lease(gateway: Gateway): GatewayLease {

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { appDeletionSteps } from '../core/apps.js';
 import type { Ctx } from '../core/context.js';
 import { runOpenclawTurn } from './openclaw.js';
 import { GatewayPool } from './openclaw-pool.js';
@@ -53,6 +54,12 @@ export function openclawPool(ctx: Ctx): GatewayPool {
   }
   return pool;
 }
+
+/**
+ * Deleting an app deletes its gateway's directory (its users' OpenClaw transcripts and
+ * workspace copies) on the worker that runs the deletion job; a gateway running there stops.
+ */
+appDeletionSteps.push((ctx, appId) => openclawPool(ctx).forget(appId));
 
 /** Stops this process's gateways (at shutdown, after its turns have ended). */
 export async function closeOpenclawPool(ctx: Ctx): Promise<void> {

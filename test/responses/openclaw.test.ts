@@ -4,10 +4,12 @@
  * gateway serves the whole file (it is heavy: ~1.2 GB, tens of seconds to start).
  */
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { allText, startFakeAnthropic, type FakeAnthropic, type FakeModelRequest } from '../fakes/anthropic.js';
 import { deploy } from '../files/bundle.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
 import { openclawPool } from '../../src/runtime/openclaw-runtime.js';
 import { client, onTurn, readSse, texts } from './helpers.js';
 
@@ -189,4 +191,15 @@ describe('openclaw apps', { timeout: 240_000 }, () => {
     const [after] = openclawPool(t.ctx).running;
     expect(after.pid).not.toBe(before.pid);
   }, 300_000);
+
+  it('deleting the app stops its gateway and deletes its transcripts and workspaces', async () => {
+    const pool = openclawPool(t.ctx);
+    const [gateway] = pool.running;
+    expect(existsSync(path.join(gateway.dir, 'state'))).toBe(true);
+    expect((await api.call('DELETE', `/v1/app/${appId}`)).body.data).toEqual({ id: appId, status: 'deleting' });
+    await eventually(async () => (await api.call('GET', `/v1/app/${appId}`)).status === 404, 'the app deletion job');
+    expect(gateway.alive).toBe(false);
+    expect(pool.running).toEqual([]);
+    expect(existsSync(gateway.dir)).toBe(false);
+  });
 });
