@@ -18,7 +18,9 @@ import { start } from '../src/start.js';
  * on PGlite. The load generator runs in a worker thread so it does not share the server's
  * event loop. The targets take turns in short slices (ROUNDS of DURATION/ROUNDS seconds each),
  * so that load from anything else on the machine falls on all of them alike.
- * Target: on PostgreSQL, at least 50% of the bare handler.
+ * Target: on PostgreSQL, at least 50% of the bare handler. The same app is read over and over,
+ * so this is the steady state of the in-process app cache (src/core/app-cache.ts): every
+ * request after the first is a hit; a miss costs one round trip, as the `select 1` row shows.
  *
  * Environment: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test; a fresh database
  * is created next to it and dropped afterwards), BENCH_CONNECTIONS (20), BENCH_DURATION (8 s),

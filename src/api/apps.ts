@@ -1,5 +1,5 @@
 import { Type } from 'typebox';
-import { appView, createApp, deleteApp, findApp, listApps, updateApp } from '../core/apps.js';
+import { appView, createApp, deleteApp, getApp, listApps, updateApp } from '../core/apps.js';
 import type { Ctx } from '../core/context.js';
 import { orgOf } from '../server/app.js';
 import { AppRef, Name, Nullable, PageQuery, Slug, body, envelope, page, query } from '../server/schemas.js';
@@ -77,10 +77,7 @@ export function appRoutes(app: Api, ctx: Ctx): void {
     {
       schema: { tags: ['apps'], summary: 'Return one app by display id or slug.', params: AppParams, response: { 200: envelope(AppSchema) } },
     },
-    async (request) => ({
-      success: true as const,
-      data: appView(ctx, await findApp(ctx.db, orgOf(request), request.params.app_id, { includeDeleting: true })),
-    }),
+    async (request) => ({ success: true as const, data: await getApp(ctx, orgOf(request), request.params.app_id) }),
   );
 
   app.patch(

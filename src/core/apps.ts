@@ -1,3 +1,4 @@
+import { appCache } from './app-cache.js';
 import type { Ctx } from './context.js';
 import { BadRequestError, ConflictError, NotFoundError } from './errors.js';
 import { newId } from './ids.js';
@@ -44,6 +45,18 @@ export function appView(ctx: Pick<Ctx, 'secrets'>, app: App) {
   };
 }
 
+export type AppView = ReturnType<typeof appView>;
+
+/** `GET /v1/app/{id}`: the app's view, as `findApp` with `includeDeleting` finds it, from the app cache when it can. */
+export async function getApp(ctx: Pick<Ctx, 'db' | 'events' | 'secrets'>, organizationId: string, ref: string): Promise<AppView> {
+  return appCache(ctx.events).get(organizationId, ref, async () => appView(ctx, await findApp(ctx.db, organizationId, ref, { includeDeleting: true })));
+}
+
+/** Call once a write to an organization's app rows has committed: this process's next read sees it. */
+export function appsChanged(ctx: Pick<Ctx, 'events'>, organizationId: string): void {
+  appCache(ctx.events).forget(organizationId);
+}
+
 /**
  * An app of this organization by display id or slug. Deleting apps are found only when
  * `includeDeleting` (their GET shows `status: deleting`); everything else treats them as gone.
@@ -83,7 +96,7 @@ export async function createApp(ctx: Ctx, organizationId: string, input: CreateA
   const groupId = newId('accessGroup');
   const now = ctx.now();
   try {
-    return await ctx.db.transaction().execute(async (tx) => {
+    const created = await ctx.db.transaction().execute(async (tx) => {
       const app = await tx
         .insertInto('apps')
         .values({
@@ -117,6 +130,8 @@ export async function createApp(ctx: Ctx, organizationId: string, input: CreateA
         .execute();
       return app;
     });
+    appsChanged(ctx, organizationId);
+    return created;
   } catch (err) {
     if (!isUniqueViolation(err)) throw err;
     // Lost a race for the slug: behave as if we had seen it first.
@@ -130,12 +145,14 @@ export async function updateApp(ctx: Ctx, organizationId: string, ref: string, i
   const app = await findApp(ctx.db, organizationId, ref);
   if (input.slug === undefined && input.name === undefined) return app;
   try {
-    return await ctx.db
+    const updated = await ctx.db
       .updateTable('apps')
       .set({ ...(input.slug !== undefined ? { slug: input.slug } : {}), ...(input.name !== undefined ? { name: input.name } : {}), updatedAt: ctx.now() })
       .where('id', '=', app.id)
       .returningAll()
       .executeTakeFirstOrThrow();
+    appsChanged(ctx, organizationId);
+    return updated;
   } catch (err) {
     if (isUniqueViolation(err)) throw new ConflictError(`An app with slug "${input.slug}" already exists.`, 'slug_taken');
     throw err;
@@ -162,6 +179,7 @@ export async function deleteApp(ctx: Ctx, organizationId: string, ref: string): 
         .executeTakeFirst();
       if (moved.numUpdatedRows > 0n) await ctx.queue.send('delete-app', { appId: app.id }, { tx });
     });
+    appsChanged(ctx, organizationId);
   }
   return { id: app.id, status: 'deleting' };
 }
@@ -172,7 +190,7 @@ appDeletionSteps.push(purgeAppFiles);
 
 /** The delete-app job: idempotent, resumable, in batches so a huge app never holds one long lock. */
 export async function purgeApp(ctx: Ctx, appId: string): Promise<void> {
-  const app = await ctx.db.selectFrom('apps').select(['id', 'status']).where('id', '=', appId).executeTakeFirst();
+  const app = await ctx.db.selectFrom('apps').select(['id', 'organizationId', 'status']).where('id', '=', appId).executeTakeFirst();
   if (!app || app.status !== 'deleting') return;
   for (const step of appDeletionSteps) await step(ctx, appId);
   for (;;) {
@@ -181,6 +199,7 @@ export async function purgeApp(ctx: Ctx, appId: string): Promise<void> {
     await ctx.db.deleteFrom('profiles').where('id', 'in', batch.map((p) => p.id)).execute();
   }
   await ctx.db.deleteFrom('apps').where('id', '=', appId).execute();
+  appsChanged(ctx, app.organizationId);
 }
 
 export function assertAppType(app: App, allowed: AppType[], what: string): void {

@@ -17,11 +17,15 @@ import type { StoredEvent } from '../storage/schema.js';
  * on PGlite, which serves one process, they are emitted in-process after the commit.
  */
 
-/** `events`: an instance has new events (payload: instance id); `stop`: stop it; `runs`: a run is queued. */
-export type SignalChannel = 'events' | 'stop' | 'runs';
+/**
+ * `events`: an instance has new events (payload: instance id); `stop`: stop it; `runs`: a run is
+ * queued; `apps`: an organization's app rows changed (payload: organization id; raised by a
+ * trigger on PostgreSQL, see src/core/app-cache.ts).
+ */
+export type SignalChannel = 'events' | 'stop' | 'runs' | 'apps';
 export type Signal = (channel: SignalChannel, payload: string) => Promise<void>;
 
-const PG_CHANNELS: Record<SignalChannel, string> = { events: 'hl_events', stop: 'hl_stop', runs: 'hl_runs' };
+const PG_CHANNELS: Record<SignalChannel, string> = { events: 'hl_events', stop: 'hl_stop', runs: 'hl_runs', apps: 'hl_apps' };
 const FROM_PG = new Map(Object.entries(PG_CHANNELS).map(([k, v]) => [v, k as SignalChannel]));
 const RECONNECT_MS = 500;
 
@@ -29,6 +33,7 @@ export class EventHub {
   private readonly emitter = new EventEmitter().setMaxListeners(0);
   private client: pg.Client | undefined;
   private closed = false;
+  private connections = 0;
 
   constructor(private readonly database: Database) {}
 
@@ -50,6 +55,16 @@ export class EventHub {
     return this.closed;
   }
 
+  /**
+   * The LISTEN connection signals arrive through: a new value at each (re)connect, undefined
+   * while there is none (PGlite: always 0, its signals are in-process). Signals raised in
+   * between are lost, so state kept fresh by signals is valid only within one session.
+   */
+  get session(): number | undefined {
+    if (this.database.kind !== 'postgres') return 0;
+    return this.client ? this.connections : undefined;
+  }
+
   private async connect(): Promise<void> {
     const client = new pg.Client({ connectionString: this.database.connectionString });
     client.on('notification', (n) => {
@@ -68,6 +83,7 @@ export class EventHub {
     await client.query(Object.values(PG_CHANNELS).map((c) => `listen ${c}`).join('; '));
     if (this.closed) return void (await client.end());
     this.client = client;
+    this.connections++;
     // Signals raised while nobody listened are lost: everyone waiting re-reads the tables.
     this.emitter.emit('wake-all');
   }

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { findApp } from './apps.js';
+import { appsChanged, findApp } from './apps.js';
 import type { Ctx } from './context.js';
 import { ConflictError, NotFoundError } from './errors.js';
 import { newId } from './ids.js';
@@ -141,6 +141,7 @@ async function registerVersion(ctx: Ctx, upload: Upload): Promise<VersionView> {
     await markRegistered(tx, upload.id, upload.targetId);
     return upload.targetId;
   });
+  appsChanged(ctx, upload.organizationId); // the head moved
   await discardStaged(ctx, upload);
   return getVersion(ctx, upload.organizationId, registered);
 }
@@ -162,5 +163,6 @@ export async function rollbackVersion(ctx: Ctx, organizationId: string, input: {
       .values({ id: newId('history'), organizationId, appId: app.id, profileId: null, kind: 'version', fromId: locked.headVersionId, toId: target.id, reason: input.reason ?? null, createdAt: now })
       .execute();
   });
+  appsChanged(ctx, organizationId); // the head moved
   return getVersion(ctx, organizationId, target.id);
 }

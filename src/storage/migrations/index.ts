@@ -4,6 +4,7 @@ import * as m002 from './002_files.js';
 import * as m003 from './003_sync.js';
 import * as m004 from './004_responses.js';
 import * as m005 from './005_deliveries.js';
+import * as m006 from './006_apps_notify.js';
 
 // Ordered by name; add a file and a line here, never edit a migration that has shipped.
 const MIGRATIONS: Record<string, Migration> = {
@@ -12,6 +13,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '003_sync': m003,
   '004_responses': m004,
   '005_deliveries': m005,
+  '006_apps_notify': m006,
 };
 
 export const migrationProvider: MigrationProvider = {
