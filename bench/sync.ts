@@ -139,7 +139,10 @@ async function git(): Promise<{ seconds: number; rate: number }> {
   }
 }
 
+const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
+
 export async function run(): Promise<void> {
+  console.log(`load average at start: ${load()}`);
   const g = await git();
   console.log(`git merge-tree: ${GIT_PROFILES} profiles in ${g.seconds.toFixed(2)} s = ${g.rate.toFixed(0)} profiles/s`);
   const o = await ours();
@@ -147,4 +150,5 @@ export async function run(): Promise<void> {
   console.log(`harnesslayer sync: ${PROFILES} profiles in ${o.seconds.toFixed(2)} s = ${o.rate.toFixed(0)} profiles/s`);
   console.log(`  counters: total ${c.total}, updated ${c.updated}, unchanged ${c.unchanged}, conflicted ${c.conflicted}, failed ${c.failed}`);
   console.log(`  ratio: ${(o.rate / g.rate).toFixed(1)}x git's profiles/s (target ≥ 20x); 100k under 60 s: ${o.seconds < 60 ? 'yes' : 'no'}`);
+  console.log(`load average at the end: ${load()}`);
 }

@@ -76,7 +76,7 @@ class SyncCache {
   async prefetch(tx: Tx, hashes: Iterable<string>): Promise<void> {
     const missing = [...new Set(hashes)].filter((h) => !this.blobs.has(h));
     if (missing.length === 0) return;
-    const rows = await tx.selectFrom('blobs').select(['hash', 'data']).where('hash', 'in', missing).where('data', 'is not', null).execute();
+    const rows = await tx.selectFrom('blobs').select(['hash', 'data']).where(sql<boolean>`hash = any(${missing}::text[])`).where('data', 'is not', null).execute();
     for (const r of rows) this.keep(r.hash, Buffer.from(r.data!));
   }
 
@@ -127,9 +127,15 @@ export async function processSyncRange(ctx: Ctx, job: { syncId: string; after: s
   const strategy = sync.strategy as Strategy;
   for (;;) {
     const more = await ctx.db.transaction().execute(async (tx) => {
+      // Both for this transaction only. synchronous_commit: a commit lost in a server crash loses
+      // the batch's sync_items outcomes with it, so the range job (retried from the queue) merges
+      // those profiles again; nothing to wait for. enable_seqscan: every statement of a batch
+      // reaches at most a batch of rows by key, but the planner, with statistics that lag what a
+      // sync (or a bulk import of profiles) just wrote, would rather scan whole tables, per batch.
+      await sql`select set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true)`.execute(tx);
       let q = tx
         .selectFrom('syncItems')
-        .select('profileId')
+        .select(['profileId', sql<string>`ctid::text`.as('ctid')])
         .where('syncId', '=', sync.id)
         .where('outcome', 'is', null)
         .orderBy('profileId')
@@ -141,7 +147,7 @@ export async function processSyncRange(ctx: Ctx, job: { syncId: string; after: s
       const items = await q.execute();
       if (items.length === 0) return false;
       const outcomes = await mergeBatch(ctx, tx, cache, sync, strategy, items.map((i) => i.profileId));
-      await writeBatch(ctx, tx, sync, strategy, outcomes);
+      await writeBatch(ctx, tx, sync, strategy, outcomes, new Map(items.map((i) => [i.profileId, i.ctid])));
       return true;
     });
     if (!more) break;
@@ -157,12 +163,13 @@ async function mergeBatch(
   strategy: Strategy,
   profileIds: string[],
 ): Promise<Outcome[]> {
+  // Arrays rather than `in (…)` lists: one parameter each, however large the batch.
   const rows = await tx
     .selectFrom('profiles as p')
     .leftJoin('states as s', (j) => j.onRef('s.organizationId', '=', 'p.organizationId').onRef('s.id', '=', 'p.headStateId'))
     .select(['p.id', 'p.status', 'p.headStateId', 'p.baseVersionId', 's.overlayHash'])
     .select(sql<number | null>`(select max(n.number) from states n where n.profile_id = p.id)`.as('maxNumber'))
-    .where('p.id', 'in', profileIds)
+    .where(sql<boolean>`p.id = any(${profileIds}::text[])`)
     .forUpdate('p')
     .execute();
   const byId = new Map(rows.map((r) => [r.id, r]));
@@ -216,82 +223,99 @@ async function readOverlays(tx: Tx, hashes: string[]): Promise<Map<string, Overl
   const rows = await tx
     .selectFrom('overlayEntries')
     .select(['overlayHash', 'path', 'blobHash', 'size'])
-    .where('overlayHash', 'in', hashes)
-    .orderBy('overlayHash')
+    .where(sql<boolean>`overlay_hash = any(${hashes}::text[])`)
+    // Path order within each overlay is all the merge needs.
     .orderBy(sql`path collate "C"`)
     .execute();
   for (const r of rows) out.get(r.overlayHash)!.push({ path: r.path, hash: r.blobHash, size: r.size === null ? null : Number(r.size) });
   return out;
 }
 
-/** Writes one batch set-based: blobs, overlays, states, heads, conflicts, items, counters. */
+/** Writes content-addressed bytes a few at a time; settles (never rejects) once all are done. */
+function putBlobs(ctx: Ctx, blobs: Map<string, Buffer>): Promise<PromiseSettledResult<void>[]> {
+  const queue = [...blobs];
+  const worker = async () => {
+    for (let next = queue.shift(); next; next = queue.shift()) await ctx.blobs.put(next[0], next[1]);
+  };
+  return Promise.allSettled(Array.from({ length: Math.min(8, queue.length) }, worker));
+}
+
+/**
+ * Writes one batch set-based: blobs, overlays, states, heads, conflicts, items, counters.
+ * Per-row values travel as one array per column (`unnest`), so a statement's size and
+ * planning cost do not grow with the batch.
+ */
 async function writeBatch(
   ctx: Ctx,
   tx: Tx,
   sync: { id: string; organizationId: string; appId: string; versionId: string },
   strategy: Strategy,
   outcomes: Outcome[],
+  /** Where each profile's sync_items row is (its ctid), locked by this transaction since the claim. */
+  itemRows: Map<string, string>,
 ): Promise<void> {
   const updated = outcomes.filter((o): o is Outcome & { plan: ProfileMergePlan } => o.outcome === 'updated');
   const now = ctx.now();
+  let puts: Promise<PromiseSettledResult<void>[]> = Promise.resolve([]);
   if (updated.length > 0) {
     const blobs = new Map(updated.flatMap((o) => o.plan.newBlobs).map((b) => [b.hash, b.bytes]));
     if (blobs.size > 0) {
+      // Blob rows first (they lock), then the store; its writes overlap the statements below
+      // and are awaited before the transaction commits.
       await saveBlobs(tx, [...blobs].map(([hash, bytes]) => ({ hash, size: bytes.length, bytes })));
-      for (const [hash, bytes] of blobs) await ctx.blobs.put(hash, bytes);
+      puts = putBlobs(ctx, blobs);
     }
     // Only new overlays are written; one a profile keeps is already stored (and referenced).
     const overlays = new Map(
       updated.filter((o) => o.plan.overlay.length > 0 && o.plan.overlayHash !== o.fromOverlayHash).map((o) => [o.plan.overlayHash, o.plan.overlay]),
     );
     if (overlays.size > 0) {
-      const inserted = await tx
-        .insertInto('overlays')
-        .values([...overlays].map(([hash, entries]) => ({ hash, entryCount: entries.length })))
-        .onConflict((oc) => oc.column('hash').doUpdateSet({ entryCount: sql`excluded.entry_count` }))
-        .returning(['hash', sql<boolean>`(xmax = 0)`.as('inserted')])
-        .execute();
-      const entries = inserted
-        .filter((r) => r.inserted)
-        .flatMap((r) => overlays.get(r.hash)!.map((e) => ({ overlayHash: r.hash, path: e.path, blobHash: e.hash, size: e.size })));
-      for (let i = 0; i < entries.length; i += 2000) await tx.insertInto('overlayEntries').values(entries.slice(i, i + 2000)).execute();
+      const inserted = await sql<{ hash: string; inserted: boolean }>`
+        insert into overlays (hash, entry_count)
+        select * from unnest(${[...overlays.keys()]}::text[], ${[...overlays.values()].map((e) => e.length)}::int[])
+        on conflict (hash) do update set entry_count = excluded.entry_count
+        returning hash, (xmax = 0) as inserted`.execute(tx);
+      const entries = inserted.rows.filter((r) => r.inserted).flatMap((r) => overlays.get(r.hash)!.map((e) => ({ hash: r.hash, e })));
+      if (entries.length > 0) {
+        await sql`
+          insert into overlay_entries (overlay_hash, path, blob_hash, size)
+          select * from unnest(${entries.map((x) => x.hash)}::text[], ${entries.map((x) => x.e.path)}::text[],
+                               ${entries.map((x) => x.e.hash)}::text[], ${entries.map((x) => x.e.size)}::bigint[])`.execute(tx);
+      }
     }
-    const states = updated.map((o) => ({
-      organizationId: sync.organizationId,
-      id: newId('state'),
-      profileId: o.profileId,
-      appId: sync.appId,
-      number: o.maxNumber! + 1,
-      parentStateId: o.headStateId ?? null,
-      baseVersionId: sync.versionId,
-      overlayHash: o.plan.overlayHash,
-      treeHash: o.plan.treeHash,
-      fileCount: o.plan.fileCount,
-      size: o.plan.size,
-      source: 'sync' as const,
-      status: 'ready' as const,
-      error: null,
-      sandboxId: null,
-      createdAt: now,
-    }));
-    await tx.insertInto('states').values(states).execute();
+    const stateIds = updated.map(() => newId('state'));
+    await sql`
+      insert into states (organization_id, id, profile_id, app_id, number, parent_state_id, base_version_id,
+                          overlay_hash, tree_hash, file_count, size, source, status, created_at)
+      select ${sync.organizationId}, u.id, u.profile_id, ${sync.appId}, u.number, u.parent_state_id, ${sync.versionId},
+             u.overlay_hash, u.tree_hash, u.file_count, u.size, 'sync', 'ready', ${now}
+        from unnest(${stateIds}::text[], ${updated.map((o) => o.profileId)}::text[], ${updated.map((o) => o.maxNumber! + 1)}::int[],
+                    ${updated.map((o) => o.headStateId ?? null)}::text[], ${updated.map((o) => o.plan.overlayHash)}::text[],
+                    ${updated.map((o) => o.plan.treeHash)}::text[], ${updated.map((o) => o.plan.fileCount)}::int[],
+                    ${updated.map((o) => o.plan.size)}::bigint[])
+          as u(id, profile_id, number, parent_state_id, overlay_hash, tree_hash, file_count, size)`.execute(tx);
     // Every profile of the batch is locked (FOR UPDATE above), so these head moves cannot race.
     await sql`
-      update profiles p set head_state_id = v.state_id, base_version_id = ${sync.versionId},
+      update profiles p set head_state_id = u.state_id, base_version_id = ${sync.versionId},
              head_seq = p.head_seq + 1, updated_at = ${now}
-        from (values ${sql.join(states.map((s) => sql`(${s.profileId}, ${s.id})`))}) as v(profile_id, state_id)
-       where p.id = v.profile_id`.execute(tx);
+        from unnest(${updated.map((o) => o.profileId)}::text[], ${stateIds}::text[]) as u(profile_id, state_id)
+       where p.id = u.profile_id`.execute(tx);
     const conflicts = updated.flatMap((o) =>
       o.plan.conflicts.map((c) => ({ id: newId('conflict'), organizationId: sync.organizationId, appId: sync.appId, profileId: o.profileId, syncId: sync.id, strategy, createdAt: now, ...c })),
     );
     for (let i = 0; i < conflicts.length; i += 1000) await tx.insertInto('conflicts').values(conflicts.slice(i, i + 1000)).execute();
   }
+  // By ctid: the claim's row locks keep it from changing, and it finds each row without an
+  // index lookup.
   await sql`
-    update sync_items i set outcome = v.outcome, conflicted = v.conflicted, error = v.error
-      from (values ${sql.join(
-        outcomes.map((o) => sql`(${o.profileId}, ${o.outcome}, ${(o.plan?.conflicts.length ?? 0) > 0}::boolean, ${o.error ?? null}::text)`),
-      )}) as v(profile_id, outcome, conflicted, error)
-     where i.sync_id = ${sync.id} and i.profile_id = v.profile_id`.execute(tx);
+    update sync_items i set outcome = u.outcome, conflicted = u.conflicted, error = u.error
+      from unnest(${outcomes.map((o) => itemRows.get(o.profileId)!)}::tid[], ${outcomes.map((o) => o.outcome)}::text[],
+                  ${outcomes.map((o) => (o.plan?.conflicts.length ?? 0) > 0)}::boolean[], ${outcomes.map((o) => o.error ?? null)}::text[])
+        as u(item, outcome, conflicted, error)
+     where i.ctid = u.item`.execute(tx);
+  const failedPut = (await puts).find((r) => r.status === 'rejected');
+  if (failedPut) throw failedPut.reason;
+  // Last: every range job updates this one row, so its lock is held only until the commit.
   const count = (pred: (o: Outcome) => boolean) => outcomes.filter(pred).length;
   await tx
     .updateTable('syncs')

@@ -27,13 +27,24 @@ export interface ProfileMergePlan {
 }
 
 export interface VersionTree {
+  /** In path order. */
   entries: TreeEntry[];
   byPath: Map<string, TreeEntry>;
   hash: string;
+  size: number;
+  /** Each entry's line of the treeHash text (`path\0hash\n`), shared by every profile's hash. */
+  lines: string[];
 }
 
 export function versionTree(entries: TreeEntry[]): VersionTree {
-  return { entries, byPath: new Map(entries.map((e) => [e.path, e])), hash: treeHashOf(entries) };
+  const sorted = sortByPath(entries);
+  return {
+    entries: sorted,
+    byPath: new Map(sorted.map((e) => [e.path, e])),
+    hash: treeHashOf(sorted),
+    size: totals(sorted).size,
+    lines: sorted.map((e) => `${e.path}\0${e.hash}\n`),
+  };
 }
 
 /** Paths whose content differs between two version trees (changed, added or removed). */
@@ -65,24 +76,32 @@ export function comparePaths(a: string, b: string): number {
   return a.length - b.length;
 }
 
-/** incoming ⊕ overlay for inputs already in path order: one linear pass, no re-sort. */
-function overlaySorted(incoming: TreeEntry[], overlay: OverlayEntry[]): TreeEntry[] {
-  const out: TreeEntry[] = [];
+/**
+ * treeHash, fileCount and size of incoming ⊕ overlay, for an overlay in path order: one
+ * linear pass over both lists, building the treeHash text from the version's own lines.
+ */
+function carriedOver(incoming: VersionTree, overlay: OverlayEntry[]): Pick<ProfileMergePlan, 'treeHash' | 'fileCount' | 'size'> {
+  if (overlay.length === 0) return { treeHash: incoming.hash, fileCount: incoming.entries.length, size: incoming.size };
+  const { entries, lines } = incoming;
+  let text = '';
+  let fileCount = 0;
+  let size = 0;
   let i = 0;
+  const takeIncoming = () => {
+    text += lines[i];
+    size += entries[i++].size;
+    fileCount++;
+  };
   for (const o of overlay) {
-    while (i < incoming.length && comparePaths(incoming[i].path, o.path) < 0) out.push(incoming[i++]);
-    if (i < incoming.length && incoming[i].path === o.path) i++;
-    if (o.hash !== null) out.push({ path: o.path, hash: o.hash, size: o.size ?? 0 });
+    while (i < entries.length && comparePaths(entries[i].path, o.path) < 0) takeIncoming();
+    if (i < entries.length && entries[i].path === o.path) i++;
+    if (o.hash === null) continue;
+    text += `${o.path}\0${o.hash}\n`;
+    size += o.size ?? 0;
+    fileCount++;
   }
-  while (i < incoming.length) out.push(incoming[i++]);
-  return out;
-}
-
-/** The contract's treeHash of entries already in path order. */
-function treeHashSorted(entries: TreeEntry[]): string {
-  const h = createHash('sha256');
-  for (const e of entries) h.update(`${e.path}\0${e.hash}\n`);
-  return h.digest('hex');
+  while (i < entries.length) takeIncoming();
+  return { treeHash: createHash('sha256').update(text).digest('hex'), fileCount, size };
 }
 
 /**
@@ -103,8 +122,7 @@ export async function planProfileMerge(
   // every file it holds) carries over unchanged onto the incoming version.
   // Both lists come from the database in path order (`collate "C"`).
   if (overlayHash !== undefined && !overlay.some((e) => delta.has(e.path))) {
-    const files = overlay.length === 0 ? incoming.entries : overlaySorted(incoming.entries, overlay);
-    return { overlay, overlayHash, treeHash: overlay.length === 0 ? incoming.hash : treeHashSorted(files), ...totals(files), newBlobs: [], conflicts: [] };
+    return { overlay, overlayHash, ...carriedOver(incoming, overlay), newBlobs: [], conflicts: [] };
   }
   const next: OverlayEntry[] = [];
   const newBlobs: ProfileMergePlan['newBlobs'] = [];

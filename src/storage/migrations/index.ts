@@ -5,6 +5,7 @@ import * as m003 from './003_sync.js';
 import * as m004 from './004_responses.js';
 import * as m005 from './005_deliveries.js';
 import * as m006 from './006_apps_notify.js';
+import * as m007 from './007_profiles_fillfactor.js';
 
 // Ordered by name; add a file and a line here, never edit a migration that has shipped.
 const MIGRATIONS: Record<string, Migration> = {
@@ -14,6 +15,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '004_responses': m004,
   '005_deliveries': m005,
   '006_apps_notify': m006,
+  '007_profiles_fillfactor': m007,
 };
 
 export const migrationProvider: MigrationProvider = {
