@@ -163,8 +163,17 @@ async function carryStoppedReply(client: GatewayClient, sessionKey: string, prom
   return `[Your previous reply was stopped before it finished. What you had said so far:]\n${partial}\n[End of the stopped reply.]\n\n${prompt}`;
 }
 
-/** The turn's tokens and cost: the usage of each model response the run recorded. */
+/**
+ * The turn's tokens and cost. `sessions.describe` (a few ms) carries the usage of the
+ * session's last run; when that is not this run, the usage of each model response the run
+ * recorded is summed from `chat.history` (tens of ms: it reads the transcript).
+ */
 async function runUsage(client: GatewayClient, sessionKey: string, runId: string): Promise<Usage | null> {
+  const described = await client.call<{ session?: SessionTotals }>('sessions.describe', { key: sessionKey }).catch(() => null);
+  const s = described?.session;
+  if (s?.lastRunId === runId && typeof s.inputTokens === 'number') {
+    return { inputTokens: s.inputTokens, outputTokens: num(s.outputTokens), costUsd: num(s.estimatedCostUsd) };
+  }
   const history = await client.call<History>('chat.history', { sessionKey, limit: HISTORY_LIMIT });
   const rows = (history?.messages ?? []).filter((m) => m.role === 'assistant' && m.__openclaw?.runId === runId && m.usage);
   if (rows.length === 0) return null;
@@ -175,6 +184,14 @@ async function runUsage(client: GatewayClient, sessionKey: string, runId: string
     usage.costUsd += num(u.cost?.total);
   }
   return usage;
+}
+
+/** The fields of `sessions.describe`'s session this runtime reads. */
+interface SessionTotals {
+  lastRunId?: string;
+  inputTokens?: number;
+  outputTokens?: number;
+  estimatedCostUsd?: number;
 }
 
 function num(value: unknown): number {
