@@ -27,6 +27,8 @@ export interface GatewayPoolOptions {
   idleTimeoutMs?: number;
   /** Most time from spawn to an accepted handshake. Default 180 s. */
   startTimeoutMs?: number;
+  /** How often a running gateway is asked for its `health`; two failed checks in a row kill it. Default 30 s. */
+  healthIntervalMs?: number;
   /** SIGTERM drains for up to 5 min by default: after this the process group is killed. Default 10 s. */
   stopGraceMs?: number;
   /** The gateways' stdout and stderr, line by line. */
@@ -63,6 +65,7 @@ export class Gateway {
   private readonly logTail: string[] = [];
   private readonly exitHandlers = new Set<() => void>();
   private control: GatewayClient | null = null;
+  private healthTimer: NodeJS.Timeout | undefined;
   private connecting: Promise<GatewayClient> | null = null;
   /** Agents configured on this process. */
   private readonly agents = new Set<string>();
@@ -130,6 +133,7 @@ export class Gateway {
       this.exitCode = code ?? -1;
       liveGroups.delete(child.pid!);
       killGroup(child.pid!); // workers left behind by a crash
+      clearInterval(this.healthTimer);
       this.control?.close();
       for (const handler of [...this.exitHandlers]) handler();
     });
@@ -144,6 +148,7 @@ export class Gateway {
       try {
         this.control = await GatewayClient.connect(this.url, this.token, 15_000);
         this.control.onClose(() => (this.control = null));
+        this.watchHealth();
         return;
       } catch (err) {
         // Not listening yet, or listening while its sidecars start: both retry.
@@ -197,6 +202,33 @@ export class Gateway {
       await new Promise((r) => setTimeout(r, 200));
     }
     this.agents.add(agentId);
+  }
+
+  /**
+   * A gateway can hang without exiting (a stuck event loop, a stopped process): it is asked
+   * for its `health` periodically, and one that fails twice in a row is killed. Its exit
+   * ends the turns on it (`failed`) and the pool starts a new one for the next turn.
+   */
+  private watchHealth(): void {
+    const every = this.opts.healthIntervalMs ?? 30_000;
+    let failures = 0;
+    let checking = false;
+    this.healthTimer = setInterval(() => {
+      if (checking || !this.alive) return;
+      checking = true;
+      this.client()
+        .then((client) => client.call('health', {}, every))
+        .then(
+          () => (failures = 0),
+          (err: Error) => {
+            if (++failures < 2 || !this.alive) return;
+            this.opts.onLog?.(this.key, `[harnesslayer] the gateway failed two health checks (${err.message}); killing it`);
+            killGroup(this.child!.pid!);
+          },
+        )
+        .finally(() => (checking = false));
+    }, every);
+    this.healthTimer.unref();
   }
 
   onExit(handler: () => void): () => void {

@@ -47,6 +47,8 @@ describe.runIf(TEST_DB_KIND === 'pglite')('openclaw runtime', { timeout: 240_000
       anthropicApiKey: fake.apiKey,
       maxGateways: 1,
       startTimeoutMs: 240_000,
+      // Short enough for the hung-gateway test, long enough for a loaded machine.
+      healthIntervalMs: 5_000,
     });
     const started = Date.now();
     const lease = await pool.acquire(APP);
@@ -194,6 +196,18 @@ describe.runIf(TEST_DB_KIND === 'pglite')('openclaw runtime', { timeout: 240_000
     expect(after.pid).not.toBe(before.pid);
     // The transcript outlived the process: the new gateway's request holds the first input.
     expect(allText(fake.requests.at(-1)!.body)).toContain('start something');
+  }, 300_000);
+
+  it('kills a gateway that stops answering its health checks; the next turn starts a new one', async () => {
+    const [hung] = pool.running;
+    process.kill(-hung.pid!, 'SIGSTOP');
+    await new Promise<void>((resolve) => hung.onExit(resolve));
+    expect(hung.alive).toBe(false);
+
+    fake.script({ blocks: [{ type: 'text', text: 'Fresh start.' }] });
+    const { result } = await turn({ workspaceDir: await workspace(), sessionKey: 'after-hang', prompt: 'hello again' });
+    expect(result).toMatchObject({ status: 'completed', output: 'Fresh start.' });
+    expect(pool.running[0].pid).not.toBe(hung.pid);
   }, 300_000);
 
   it('fails a turn that runs past its timeout', async () => {
