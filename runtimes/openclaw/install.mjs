@@ -8,12 +8,21 @@
 //
 // HARNESSLAYER_SKIP_OPENCLAW=1 skips it all (about 830 MB); openclaw apps then cannot run.
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const dir = path.dirname(fileURLToPath(import.meta.url));
 if (process.env.HARNESSLAYER_SKIP_OPENCLAW === '1') {
   console.log('harnesslayer: HARNESSLAYER_SKIP_OPENCLAW=1, the openclaw runtime is not installed.');
+  process.exit(0);
+}
+// Every root `npm install` runs this: skip the reinstall when this lockfile is installed already.
+const lockHash = createHash('sha256').update(fs.readFileSync(path.join(dir, 'package-lock.json'))).digest('hex');
+const stamp = path.join(dir, 'node_modules', '.harnesslayer-installed');
+if (fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === lockHash) {
+  console.log('harnesslayer: the openclaw runtime is installed (runtimes/openclaw).');
   process.exit(0);
 }
 console.log('harnesslayer: installing the openclaw runtime (OpenClaw and Node 24, about 830 MB) into runtimes/openclaw ...');
@@ -26,4 +35,5 @@ const version = execFileSync(node, [path.join(dir, 'node_modules', 'openclaw', '
   encoding: 'utf8',
   stdio: ['ignore', 'pipe', 'pipe'],
 });
+fs.writeFileSync(stamp, lockHash);
 console.log(`harnesslayer: openclaw runtime ready: ${version.trim().split('\n').at(-1)}`);
