@@ -1,3 +1,4 @@
+import { eachLimit } from './concurrency.js';
 import type { Ctx } from './context.js';
 import { AppError, BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError } from './errors.js';
 import { newId } from './ids.js';
@@ -119,18 +120,13 @@ export async function checkUploadedFiles(ctx: Ctx, upload: Upload, app: App): Pr
   const checked: (CheckedFile | undefined)[] = new Array(files.length);
   const missing: string[] = [];
   const mismatched: { name: string; expected: string; actual: string }[] = [];
-  let next = 0;
-  const worker = async () => {
-    for (let i = next++; i < files.length; i = next++) {
-      const f = files[i];
-      const res = await ctx.blobs.verifyStaged(upload.id, i, f.hash, INLINE_LIMIT);
-      if (res.status === 'ok') checked[i] = { path: f.name, hash: f.hash, size: res.size, staged: true, bytes: res.bytes, tag: res.tag };
-      else if (res.status === 'mismatch') mismatched.push({ name: f.name, expected: hashRef(f.hash), actual: hashRef(res.actualHash) });
-      else if (f.exists) checked[i] = { path: f.name, hash: f.hash, size: -1, staged: false };
-      else missing.push(f.name);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(16, files.length) }, worker));
+  await eachLimit(files, 16, async (f, i) => {
+    const res = await ctx.blobs.verifyStaged(upload.id, i, f.hash, INLINE_LIMIT);
+    if (res.status === 'ok') checked[i] = { path: f.name, hash: f.hash, size: res.size, staged: true, bytes: res.bytes, tag: res.tag };
+    else if (res.status === 'mismatch') mismatched.push({ name: f.name, expected: hashRef(f.hash), actual: hashRef(res.actualHash) });
+    else if (f.exists) checked[i] = { path: f.name, hash: f.hash, size: -1, staged: false };
+    else missing.push(f.name);
+  });
   if (missing.length > 0 || mismatched.length > 0) {
     const names = [...missing.map((n) => `${n} (missing)`), ...mismatched.map((m) => `${m.name} (hash mismatch)`)];
     throw new BadRequestError(

@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import ignore from 'ignore';
+import { eachLimit } from '../core/concurrency.js';
 import type { HarnesslayerClient } from './client.js';
 
 export interface LocalFile {
@@ -50,14 +51,6 @@ function lowerKeys(h: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(h).map(([k, v]) => [k.toLowerCase(), v]));
 }
 
-/** Runs `fn` over `items` with at most `limit` at a time. */
-async function pool<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lanes = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]);
-  });
-  await Promise.all(lanes);
-}
 
 export interface DeployProgress {
   phase: 'hashing' | 'uploading';
@@ -85,7 +78,7 @@ export async function deployFolder(
   const listed = await listFolder(folder);
   const files: LocalFile[] = [];
   let hashed = 0;
-  await pool(listed, 8, async (f) => {
+  await eachLimit(listed, 8, async (f) => {
     files.push({ ...f, hash: await hashFile(f.absolute) });
     opts.onProgress?.({ phase: 'hashing', done: ++hashed, total: listed.length, bytes: 0 });
   });
@@ -97,7 +90,7 @@ export async function deployFolder(
   const todo = upload.uploadUrls.filter((u) => !u.exists);
   let done = 0;
   let bytes = 0;
-  await pool(todo, opts.concurrency ?? 8, async (u) => {
+  await eachLimit(todo, opts.concurrency ?? 8, async (u) => {
     const file = byName.get(u.name)!;
     // Small files go as one buffer (a streamed body costs far more per request); big ones stream.
     const body = file.size <= STREAM_ABOVE ? await fs.readFile(file.absolute) : (Readable.toWeb(createReadStream(file.absolute)) as ReadableStream);

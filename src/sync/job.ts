@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { eachLimit } from '../core/concurrency.js';
 import type { Ctx } from '../core/context.js';
 import { newId } from '../core/ids.js';
 import { readTree, saveBlobs, type OverlayEntry } from '../core/trees.js';
@@ -231,15 +232,6 @@ async function readOverlays(tx: Tx, hashes: string[]): Promise<Map<string, Overl
   return out;
 }
 
-/** Writes content-addressed bytes a few at a time; settles (never rejects) once all are done. */
-function putBlobs(ctx: Ctx, blobs: Map<string, Buffer>): Promise<PromiseSettledResult<void>[]> {
-  const queue = [...blobs];
-  const worker = async () => {
-    for (let next = queue.shift(); next; next = queue.shift()) await ctx.blobs.put(next[0], next[1]);
-  };
-  return Promise.allSettled(Array.from({ length: Math.min(8, queue.length) }, worker));
-}
-
 /**
  * Writes one batch set-based: blobs, overlays, states, heads, conflicts, items, counters.
  * Per-row values travel as one array per column (`unnest`), so a statement's size and
@@ -256,14 +248,15 @@ async function writeBatch(
 ): Promise<void> {
   const updated = outcomes.filter((o): o is Outcome & { plan: ProfileMergePlan } => o.outcome === 'updated');
   const now = ctx.now();
-  let puts: Promise<PromiseSettledResult<void>[]> = Promise.resolve([]);
+  let puts: Promise<void> = Promise.resolve();
   if (updated.length > 0) {
     const blobs = new Map(updated.flatMap((o) => o.plan.newBlobs).map((b) => [b.hash, b.bytes]));
     if (blobs.size > 0) {
       // Blob rows first (they lock), then the store; its writes overlap the statements below
       // and are awaited before the transaction commits.
       await saveBlobs(tx, [...blobs].map(([hash, bytes]) => ({ hash, size: bytes.length, bytes })));
-      puts = putBlobs(ctx, blobs);
+      puts = eachLimit([...blobs], 8, ([hash, bytes]) => ctx.blobs.put(hash, bytes));
+      puts.catch(() => {}); // awaited below, before the commit
     }
     // Only new overlays are written; one a profile keeps is already stored (and referenced).
     const overlays = new Map(
@@ -313,8 +306,7 @@ async function writeBatch(
                   ${outcomes.map((o) => (o.plan?.conflicts.length ?? 0) > 0)}::boolean[], ${outcomes.map((o) => o.error ?? null)}::text[])
         as u(item, outcome, conflicted, error)
      where i.ctid = u.item`.execute(tx);
-  const failedPut = (await puts).find((r) => r.status === 'rejected');
-  if (failedPut) throw failedPut.reason;
+  await puts;
   // Last: every range job updates this one row, so its lock is held only until the commit.
   const count = (pred: (o: Outcome) => boolean) => outcomes.filter(pred).length;
   await tx
