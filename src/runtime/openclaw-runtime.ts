@@ -1,4 +1,3 @@
-import path from 'node:path';
 import { appDeletionSteps } from '../core/apps.js';
 import type { Ctx } from '../core/context.js';
 import { runOpenclawTurn } from './openclaw.js';
@@ -48,7 +47,7 @@ export function openclawPool(ctx: Ctx): GatewayPool {
       model: ctx.config.openclawModel,
       maxGateways: ctx.config.openclawMaxGateways,
       idleTimeoutMs: ctx.config.openclawIdleSeconds * 1000,
-      onLog: ctx.config.logLevel === 'debug' ? (key, line) => console.error(`[openclaw ${path.basename(key)}] ${line}`) : undefined,
+      onLog: ctx.config.logLevel === 'debug' ? (key, line) => console.error(`[openclaw ${key}] ${line}`) : undefined,
     });
     pools.set(ctx, pool);
   }
