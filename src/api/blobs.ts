@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import { Type } from 'typebox';
 import type { Ctx } from '../core/context.js';
 import { parseDownloadToken, targetFiles, zipStream } from '../core/downloads.js';
+import { receiveBatch } from '../core/uploads.js';
 import { AppError, BadRequestError, ForbiddenError, NotFoundError, PayloadTooLargeError } from '../core/errors.js';
 import { hashRef } from '../core/trees.js';
 import { HashMismatchError, LocalBlobStore, TooLargeError } from '../storage/blobs/index.js';
@@ -49,6 +50,42 @@ export function blobRoutes(app: Api, ctx: Ctx): void {
           if ((err as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE') throw new BadRequestError('The upload was interrupted; nothing was stored.');
           throw err;
         }
+      },
+    );
+
+    scope.put(
+      '/v1/blobs/upload/:upload_id',
+      {
+        config: { public: true },
+        schema: {
+          tags: ['blobs'],
+          summary:
+            'Signed batch upload URL of the local blob store (`batchUrl` of an upload): PUT a tar (Content-Type: application/x-tar) whose entries are declared files of the upload, entry name = file name. Each entry is checked against its declared hash like its own PUT.',
+          params: Type.Object({ upload_id: Type.String({ minLength: 1, maxLength: 128 }) }),
+          querystring: Type.Object({ exp: Type.Integer({ minimum: 0 }), sig: Type.String({ maxLength: 128 }) }),
+          response: { 200: envelope(Type.Object({ uploadId: Type.String(), stored: Type.Integer() })) },
+        },
+      },
+      async (request, reply) => {
+        const store = ctx.blobs;
+        if (!(store instanceof LocalBlobStore)) throw new NotFoundError('upload URL');
+        const { upload_id: uploadId } = request.params;
+        // Refused before the whole body was read: the rest of it must not be taken for the next request.
+        reply.header('connection', 'close');
+        const check = store.checkBatchToken({ uploadId, exp: request.query.exp, sig: request.query.sig }, ctx.now());
+        if (check === 'invalid') throw new ForbiddenError('This upload URL is invalid or was altered; use the URL exactly as issued.');
+        if (check === 'expired') throw new ForbiddenError('This upload URL has expired (URLs last 15 minutes); request new upload URLs.');
+        const body = (request.body as Readable | undefined) ?? request.raw;
+        const result = await receiveBatch(ctx, store, uploadId, body);
+        reply.removeHeader('connection');
+        if (result.mismatched.length > 0 || result.unknown.length > 0) {
+          const names = [...result.mismatched.map((m) => `${m.name} (hash mismatch)`), ...result.unknown.map((n) => `${n} (not a declared file)`)];
+          throw new BadRequestError(
+            `Rejected ${names.length} archive entr${names.length === 1 ? 'y' : 'ies'}: ${names.slice(0, 20).join(', ')}${names.length > 20 ? ', …' : ''}. Nothing was stored for them; the ${result.stored} other files were stored.`,
+            result,
+          );
+        }
+        return { success: true as const, data: { uploadId, stored: result.stored } };
       },
     );
   });

@@ -7,7 +7,7 @@ import { completeStateUpload, createState, getState, listStates, rollbackState, 
 import { orgOf } from '../server/app.js';
 import { Id, Nullable, PageQuery, body, envelope, page, query } from '../server/schemas.js';
 import type { Api } from './index.js';
-import { CallerId, DownloadSchema, FileEntry, Files, UploadUrls } from './versions.js';
+import { BatchUrl, CallerId, DownloadSchema, FileEntry, Files, UploadUrls } from './versions.js';
 
 export const StateSchema = Type.Object({
   id: Type.String(),
@@ -37,7 +37,7 @@ export function stateRoutes(app: Api, ctx: Ctx): void {
         tags: ['states'],
         summary: 'Create signed upload URLs for a new profile state bundle.',
         body: body({ profileId: ProfileId, stateId: Type.Optional(CallerId), files: Files }),
-        response: { 200: envelope(Type.Object({ uploadId: Type.String(), stateId: Type.String(), expiresAt: Type.String(), uploadUrls: UploadUrls })) },
+        response: { 200: envelope(Type.Object({ uploadId: Type.String(), stateId: Type.String(), expiresAt: Type.String(), uploadUrls: UploadUrls, batchUrl: BatchUrl })) },
       },
     },
     async (request) => ({ success: true as const, data: await uploadState(ctx, orgOf(request), request.body) }),

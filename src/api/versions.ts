@@ -30,6 +30,8 @@ export const UploadUrls = Type.Array(
   }),
 );
 
+export const BatchUrl = Type.Optional(Type.Object({ url: Type.String(), method: Type.Literal('PUT'), headers: Type.Record(Type.String(), Type.String()) }));
+
 export const VersionSchema = Type.Object({
   id: Type.String(),
   appId: Type.String(),
@@ -56,7 +58,7 @@ export function versionRoutes(app: Api, ctx: Ctx): void {
         summary: 'Create signed upload URLs for a new app version bundle.',
         body: body({ appId: AppRef, versionId: Type.Optional(CallerId), files: Files }),
         response: {
-          200: envelope(Type.Object({ uploadId: Type.String(), versionId: Type.String(), expiresAt: Type.String(), uploadUrls: UploadUrls })),
+          200: envelope(Type.Object({ uploadId: Type.String(), versionId: Type.String(), expiresAt: Type.String(), uploadUrls: UploadUrls, batchUrl: BatchUrl })),
         },
       },
     },

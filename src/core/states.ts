@@ -153,7 +153,7 @@ export async function uploadState(ctx: Ctx, organizationId: string, input: { pro
     files,
     existing,
   );
-  return { uploadId: reply.uploadId, stateId, expiresAt: reply.expiresAt, uploadUrls: reply.uploadUrls };
+  return { uploadId: reply.uploadId, stateId, expiresAt: reply.expiresAt, uploadUrls: reply.uploadUrls, ...(reply.batchUrl ? { batchUrl: reply.batchUrl } : {}) };
 }
 
 export async function completeStateUpload(ctx: Ctx, organizationId: string, uploadId: string, input: { profileId: string; stateId: string }): Promise<StateView> {

@@ -1,9 +1,13 @@
-import { eachLimit } from './concurrency.js';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import tar from 'tar-stream';
+import { TaskLimiter, eachLimit } from './concurrency.js';
 import type { Ctx } from './context.js';
 import { AppError, BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError } from './errors.js';
 import { newId } from './ids.js';
 import { MAX_FILES, hashRef, lockBlobs, parseHash, pathProblem, saveBlobs, type TreeEntry } from './trees.js';
-import { INLINE_LIMIT } from '../storage/blobs/driver.js';
+import { HashMismatchError, INLINE_LIMIT, TooLargeError } from '../storage/blobs/driver.js';
+import type { LocalBlobStore } from '../storage/blobs/local.js';
 import type { Tx } from '../storage/db.js';
 import { isUniqueViolation } from '../storage/pg-errors.js';
 import type { App, Upload, UploadFile } from '../storage/schema.js';
@@ -22,6 +26,8 @@ export interface UploadReply {
   uploadId: string;
   expiresAt: string;
   uploadUrls: { name: string; url: string; method: 'PUT'; headers: Record<string, string>; exists: boolean }[];
+  /** Local blob store only: one URL that takes a tar of many of the files (see receiveBatch). */
+  batchUrl?: { url: string; method: 'PUT'; headers: Record<string, string> };
 }
 
 /** Checks the declared files: valid paths, hashes, no duplicates. Returns them with hex hashes. */
@@ -82,8 +88,86 @@ export async function openUpload(
       return { name: f.name, url, method: 'PUT' as const, headers, exists: f.exists };
     }),
   );
+  const batch = await ctx.blobs.batchUploadUrl?.({ uploadId: id, expiresAt: urlExpiry });
   await sweepExpiredUploads(ctx, 20);
-  return { uploadId: id, expiresAt: urlExpiry.toISOString(), uploadUrls };
+  return { uploadId: id, expiresAt: urlExpiry.toISOString(), uploadUrls, ...(batch ? { batchUrl: { ...batch, method: 'PUT' as const } } : {}) };
+}
+
+/** Files up to this size are read into memory and written while the next entries stream in. */
+const BATCH_BUFFER_LIMIT = 1024 * 1024;
+
+export interface BatchResult {
+  stored: number;
+  mismatched: { name: string; expected: string; actual: string }[];
+  unknown: string[];
+}
+
+/**
+ * The batch URL's PUT: a tar whose entries are declared files of the upload (entry name =
+ * file name). Each entry is verified against its declared hash exactly as its own PUT would
+ * be: a matching one is staged, a mismatching one stores nothing. Entries that are not
+ * regular files or not declared are skipped and reported. The archive's names are only
+ * looked up among the declared ones, never used as paths.
+ */
+export async function receiveBatch(ctx: Ctx, store: LocalBlobStore, uploadId: string, body: Readable): Promise<BatchResult> {
+  const upload = await ctx.db.selectFrom('uploads').select(['files', 'expiresAt']).where('id', '=', uploadId).executeTakeFirst();
+  if (!upload || upload.expiresAt.getTime() < ctx.now().getTime()) {
+    body.resume();
+    throw new NotFoundError('upload', uploadId);
+  }
+  const declared = new Map(upload.files.map((f, index) => [f.name, { index, hash: f.hash }]));
+  const limit = ctx.config.maxBundleBytes;
+  const result: BatchResult = { stored: 0, mismatched: [], unknown: [] };
+  const writes = new TaskLimiter(8);
+  const check = async (name: string, hash: string, write: () => Promise<unknown>) => {
+    try {
+      await write();
+      result.stored++;
+    } catch (err) {
+      if (!(err instanceof HashMismatchError)) throw err;
+      result.mismatched.push({ name, expected: hashRef(hash), actual: hashRef(err.actual) });
+    }
+  };
+  const extract = tar.extract();
+  const entries = (async () => {
+    let total = 0;
+    let count = 0;
+    for await (const entry of extract) {
+      const { name, type, size = 0 } = entry.header;
+      const file = declared.get(name);
+      if (++count > upload.files.length + 100) throw new BadRequestError(`The archive holds more entries than the upload declares files (${upload.files.length}).`);
+      if (type !== 'file' || !file) {
+        if (result.unknown.length < 100) result.unknown.push(name);
+        for await (const _ of entry); // tar-stream entries are streamx streams: drain by iterating
+        continue;
+      }
+      total += size;
+      if (total > limit) throw new PayloadTooLargeError(`The files in this archive exceed the bundle limit of ${limit} bytes; nothing more was stored.`);
+      if (size <= BATCH_BUFFER_LIMIT) {
+        const parts: Buffer[] = [];
+        for await (const chunk of entry) parts.push(chunk as Buffer);
+        const bytes = Buffer.concat(parts);
+        await writes.run(() => check(name, file.hash, () => store.receiveBytes(uploadId, file.index, file.hash, bytes)));
+      } else {
+        await check(name, file.hash, () => store.receive(uploadId, file.index, file.hash, Readable.from(entry), limit));
+      }
+    }
+  })();
+  const feed = pipeline(body, extract);
+  try {
+    await Promise.all([entries, feed]);
+  } catch (err) {
+    extract.destroy();
+    body.resume();
+    await Promise.allSettled([entries, feed]);
+    await writes.drain();
+    if (err instanceof AppError) throw err;
+    if (err instanceof TooLargeError) throw new PayloadTooLargeError(`A file may hold at most ${limit} bytes; nothing more was stored.`);
+    if ((err as NodeJS.ErrnoException).syscall) throw err; // the store failed, not the client
+    throw new BadRequestError(`The body is not a complete tar archive (${(err as Error).message}); the files before this point were stored.`);
+  }
+  await writes.drain();
+  return result;
 }
 
 /** An upload of this organization and kind; 404 for anything else (never reveal another tenant's). */
@@ -188,9 +272,9 @@ export async function claimUpload(ctx: Ctx, tx: Tx, upload: Upload, files: Check
     if (gone.length > 0) throw new BadRequestError(`The upload is incomplete: ${gone.slice(0, 20).join(', ')} (missing). PUT these files and complete again.`, { missing: gone, mismatched: [] });
   }
   // Under the row locks: a collection running now cannot delete what we promote.
-  for (const [i, f] of upload.files.entries()) {
+  await eachLimit(upload.files, 16, async (f, i) => {
     if (files[i].staged) await ctx.blobs.promoteStaged(upload.id, i, f.hash, files[i].tag);
-  }
+  });
   return null;
 }
 

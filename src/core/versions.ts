@@ -73,7 +73,7 @@ export async function uploadVersion(ctx: Ctx, organizationId: string, input: { a
     files,
     existing,
   );
-  return { uploadId: reply.uploadId, versionId, expiresAt: reply.expiresAt, uploadUrls: reply.uploadUrls };
+  return { uploadId: reply.uploadId, versionId, expiresAt: reply.expiresAt, uploadUrls: reply.uploadUrls, ...(reply.batchUrl ? { batchUrl: reply.batchUrl } : {}) };
 }
 
 /** `upload/{id}/complete`: the upload named by id must be this app's and issue this versionId. */

@@ -141,3 +141,30 @@ export async function tarGz(entries: { name: string; data?: string; type?: 'file
   for await (const c of pack.pipe(zlib.createGzip())) chunks.push(c as Buffer);
   return Buffer.concat(chunks);
 }
+
+/** A tar of the given entries (regular files unless `type` says otherwise), in memory. */
+export async function tarball(entries: { name: string; body?: string | Buffer; type?: 'file' | 'symlink' | 'directory'; linkname?: string }[]): Promise<Buffer> {
+  const pack = tar.pack();
+  const chunks: Buffer[] = [];
+  const collected = (async () => {
+    for await (const c of pack) chunks.push(c as Buffer);
+  })();
+  for (const e of entries) {
+    if (e.type === 'symlink' || e.type === 'directory') pack.entry({ name: e.name, type: e.type, linkname: e.linkname });
+    else pack.entry({ name: e.name }, typeof e.body === 'string' ? Buffer.from(e.body) : (e.body ?? Buffer.alloc(0)));
+  }
+  pack.finalize();
+  await collected;
+  return Buffer.concat(chunks);
+}
+
+export interface BatchUrl {
+  url: string;
+  method: 'PUT';
+  headers: Record<string, string>;
+}
+
+/** PUTs a tar to an upload's batch URL. */
+export async function putBatch(batch: BatchUrl, body: Buffer): Promise<Response> {
+  return fetch(batch.url, { method: 'PUT', headers: batch.headers, body });
+}

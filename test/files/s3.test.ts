@@ -69,6 +69,8 @@ describe('S3 driver', () => {
     const up = await t.call('POST', '/v1/version/upload', { key, body: { appId, files: declare(v1) } });
     expect(up.status).toBe(200);
     const urls = up.body.data.uploadUrls;
+    // Files go straight to the bucket, one presigned PUT each: there is no batch URL through our server.
+    expect(up.body.data.batchUrl).toBeUndefined();
     expect(urls[0].url).toMatch(new RegExp(`^http://127\\.0\\.0\\.1:\\d+/${BUCKET}/deploy/blobs/uploads/${up.body.data.uploadId}/0\\?`));
     expect(urls[0].url).not.toContain('x-amz-checksum');
     expect(urls[0].url).not.toContain('x-amz-sdk-checksum-algorithm');

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import yazl from 'yazl';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
-import { asStrings, commit, declare, deploy, download, hex, put, putAll, rawZip, ref, tarGz, treeHash, type Bundle } from './bundle.js';
+import { asStrings, commit, declare, deploy, download, hex, put, putAll, putBatch, rawZip, ref, tarGz, tarball, treeHash, type Bundle } from './bundle.js';
 
 // Profile states: first state from the app head, uploads with compare-and-set, rollback,
 // downloads and snapshots, on the local blob store through a real socket.
@@ -192,6 +192,41 @@ describe('limits', () => {
     const done = await t.call('POST', `/v1/state/upload/${up.uploadId}/complete`, { key, body: { profileId: p.id, stateId: up.stateId } });
     expect(done.status).toBe(400);
     expect(done.body.details).toMatchObject({ missing: ['big.bin'] });
+  });
+
+  it('refuses a batch whose files exceed the bundle limit, keeping what came before', async () => {
+    const { appId } = await appWithVersion();
+    const p = await profile(appId);
+    const small = 'fits';
+    const big = randomBytes(LIMIT);
+    const files = [
+      { name: 'small.txt', hash: ref(small) },
+      { name: 'big.bin', hash: ref(big) },
+    ];
+    const up = (await t.call('POST', '/v1/state/upload', { key, body: { profileId: p.id, files } })).body.data;
+    const res = await putBatch(up.batchUrl, await tarball([{ name: 'small.txt', body: small }, { name: 'big.bin', body: big }]));
+    expect(res.status).toBe(413);
+    const done = await t.call('POST', `/v1/state/upload/${up.uploadId}/complete`, { key, body: { profileId: p.id, stateId: up.stateId } });
+    expect(done.status).toBe(400);
+    expect(done.body.details).toEqual({ missing: ['big.bin'], mismatched: [] });
+  });
+});
+
+describe('batch upload', () => {
+  it('commits a state from one tar PUT to the batch URL', async () => {
+    const { appId, version } = await appWithVersion();
+    const p = await profile(appId);
+    const files: Bundle = { ...V1, 'memory/notes.md': 'from a batch', 'new.md': 'new' };
+    const up = (await t.call('POST', '/v1/state/upload', { key, body: { profileId: p.id, files: declare(files) } })).body.data;
+    const todo = up.uploadUrls.filter((u: { exists: boolean }) => !u.exists).map((u: { name: string }) => u.name);
+    expect(todo.sort()).toEqual(['memory/notes.md', 'new.md']);
+    const res = await putBatch(up.batchUrl, await tarball(todo.map((name: string) => ({ name, body: files[name] }))));
+    expect(res.status).toBe(200);
+    const done = await t.call('POST', `/v1/state/upload/${up.uploadId}/complete`, { key, body: { profileId: p.id, stateId: up.stateId } });
+    expect(done.status).toBe(200);
+    expect(done.body.data).toMatchObject({ source: 'upload', isHead: true, baseVersionId: version!.id, treeHash: treeHash(files) });
+    const url = (await t.call('POST', `/v1/state/download/${done.body.data.id}`, { key })).body.data.url;
+    expect(asStrings(await download(url))).toEqual(asStrings(Object.fromEntries(Object.entries(files).map(([k, v]) => [k, Buffer.from(v)]))));
   });
 });
 

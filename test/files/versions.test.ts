@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { asStrings, declare, deploy, download, hex, put, putAll, ref, treeHash, type Bundle } from './bundle.js';
+import { asStrings, declare, deploy, download, hex, put, putAll, putBatch, ref, tarball, treeHash, type Bundle } from './bundle.js';
 
 // App versions on the local blob store, through a real listening socket.
 
@@ -171,6 +171,87 @@ describe('signed upload URLs', () => {
     expect((await put(otherUpload, 'aaa')).status).toBe(403);
     const res = await put(b, 'bbb');
     expect(res.status).toBe(200);
+  });
+});
+
+describe('batch upload URL', () => {
+  it('takes a tar of many files, verified one by one, and completes the same version as single PUTs', async () => {
+    const appId = await newApp('openclaw');
+    const files: Bundle = {
+      'AGENTS.md': '# batch\n',
+      'bin/zero.bin': Buffer.from([0, 255, 0, 1]),
+      'empty.txt': '',
+      // A name past ustar's 100 bytes travels in a pax header.
+      [`deep/${'d'.repeat(120)}/${'n'.repeat(150)}.md`]: 'long name',
+      'big.bin': Buffer.alloc(2 * 1024 * 1024, 3), // above the size the server holds in memory: streamed
+    };
+    const up = (await upload(appId, files)).body.data;
+    expect(up.batchUrl).toMatchObject({ method: 'PUT', headers: { 'Content-Type': 'application/x-tar' } });
+    expect(up.batchUrl.url.startsWith(`${t.url}/v1/blobs/upload/${up.uploadId}?`)).toBe(true);
+    const res = await putBatch(up.batchUrl, await tarball(Object.entries(files).map(([name, body]) => ({ name, body }))));
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { data: unknown }).data).toEqual({ uploadId: up.uploadId, stored: 5 });
+    const done = await complete(appId, up);
+    expect(done.status).toBe(200);
+    expect(done.body.data).toMatchObject({ number: 1, fileCount: 5, treeHash: treeHash(files) });
+    const url = (await t.call('GET', `/v1/version/download/${done.body.data.id}`, { key })).body.data.url;
+    const got = await download(url);
+    expect(Object.keys(got).sort()).toEqual(Object.keys(files).sort());
+    for (const [name, body] of Object.entries(files)) expect(got[name].equals(Buffer.from(body))).toBe(true);
+  });
+
+  it('stores the matching entries, rejects wrong bytes, undeclared names and links, naming each', async () => {
+    const appId = await newApp();
+    const files = { 'a.txt': 'aaa', 'b.txt': 'bbb' };
+    const up = (await upload(appId, files)).body.data;
+    const before = await listFiles(blobDir());
+    const res = await putBatch(
+      up.batchUrl,
+      await tarball([
+        { name: 'a.txt', body: 'aaa' },
+        { name: 'b.txt', body: 'not b' },
+        { name: '../c.txt', body: 'sneaky' },
+        { name: 'link', type: 'symlink', linkname: '/etc/passwd' },
+      ]),
+    );
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { error: string; details: { stored: number; mismatched: { name: string }[]; unknown: string[] } };
+    expect(body.error).toMatch(/b\.txt \(hash mismatch\).*\.\.\/c\.txt \(not a declared file\).*link \(not a declared file\)/);
+    expect(body.details).toMatchObject({ stored: 1, mismatched: [{ name: 'b.txt', expected: ref('bbb'), actual: ref('not b') }], unknown: ['../c.txt', 'link'] });
+    // Only a.txt was staged: nothing reached the content-addressed store, nothing outside staging.
+    const added = (await listFiles(blobDir())).filter((f) => !before.includes(f));
+    expect(added.map((f) => path.relative(blobDir(), f))).toEqual([path.join('uploads', up.uploadId, '0')]);
+    const incomplete = await complete(appId, up);
+    expect(incomplete.status).toBe(400);
+    expect(incomplete.body.details).toEqual({ missing: ['b.txt'], mismatched: [] });
+    // The upload stays open: the file's own URL (or another batch) finishes it.
+    expect((await put(up.uploadUrls[1], 'bbb')).status).toBe(200);
+    expect((await complete(appId, up)).status).toBe(200);
+  });
+
+  it('refuses a body that is not a tar, and an altered or expired batch URL', async () => {
+    const appId = await newApp();
+    const up = (await upload(appId, { 'a.txt': 'only in the refusal test' })).body.data;
+    const garbage = await putBatch(up.batchUrl, Buffer.from('this is not a tar archive, just text that goes on '.repeat(20)));
+    expect(garbage.status).toBe(400);
+    expect(((await garbage.json()) as { error: string }).error).toMatch(/not a complete tar archive/);
+    const tarA = await tarball([{ name: 'a.txt', body: 'only in the refusal test' }]);
+    const other = (await upload(appId, { 'a.txt': 'only in the refusal test' })).body.data;
+    expect((await putBatch({ ...up.batchUrl, url: up.batchUrl.url.replace(up.uploadId, other.uploadId) }, tarA)).status).toBe(403);
+    expect((await putBatch({ ...up.batchUrl, url: up.batchUrl.url.replace(/exp=\d+/, (m: string) => `exp=${Number(m.slice(4)) + 3600}`) }, tarA)).status).toBe(403);
+    const realNow = t.ctx.now;
+    t.ctx.now = () => new Date(Date.now() + 16 * 60 * 1000);
+    try {
+      const expired = await putBatch(up.batchUrl, tarA);
+      expect(expired.status).toBe(403);
+      expect(((await expired.json()) as { error: string }).error).toMatch(/expired/);
+    } finally {
+      t.ctx.now = realNow;
+    }
+    const early = await complete(appId, up);
+    expect(early.body.details, JSON.stringify(early.body)).toEqual({ missing: ['a.txt'], mismatched: [] });
+    expect((await putBatch(up.batchUrl, tarA)).status).toBe(200);
+    expect((await complete(appId, up)).status).toBe(200);
   });
 });
 

@@ -15,6 +15,12 @@ export interface BlobStore {
   uploadUrl(p: { uploadId: string; index: number; hash: string; expiresAt: Date }): Promise<{ url: string; headers: Record<string, string> }>;
 
   /**
+   * One URL for a tar of many files of the upload, when the store can take one (the local
+   * store: our own server receives it). S3 has none: clients PUT each file to S3 directly.
+   */
+  batchUploadUrl?(p: { uploadId: string; expiresAt: Date }): Promise<{ url: string; headers: Record<string, string> }>;
+
+  /**
    * Which staged upload file a URL this store issued points at, if it is one, is unexpired and
    * has not been altered; null otherwise.
    */

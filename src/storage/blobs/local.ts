@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { HashMismatchError, TooLargeError, type BlobStore, type StagedCheck } from './driver.js';
 
@@ -21,6 +21,8 @@ export type UploadTokenCheck = 'ok' | 'expired' | 'invalid';
  */
 export class LocalBlobStore implements BlobStore {
   readonly kind = 'local' as const;
+  /** Directories this process made (or found), so each file write skips its mkdir. */
+  private readonly madeDirs = new Set<string>();
 
   constructor(
     readonly dir: string,
@@ -56,11 +58,31 @@ export class LocalBlobStore implements BlobStore {
     return `put\n${uploadId}\n${index}\n${hash}\n${exp}`;
   }
 
+  private static batchPayload(uploadId: string, exp: number): string {
+    return `batch\n${uploadId}\n${exp}`;
+  }
+
   async uploadUrl(p: { uploadId: string; index: number; hash: string; expiresAt: Date }) {
     const exp = Math.floor(p.expiresAt.getTime() / 1000);
     const sig = this.signer.sign(LocalBlobStore.payload(p.uploadId, p.index, p.hash, exp));
     const url = `${this.publicUrl()}/v1/blobs/upload/${encodeURIComponent(p.uploadId)}/${p.index}?h=${p.hash}&exp=${exp}&sig=${sig}`;
     return { url, headers: { 'Content-Type': 'application/octet-stream' } };
+  }
+
+  /**
+   * One URL for many files of an upload: the body is a tar of declared files (entry name =
+   * file name), each checked against its declared hash as its own PUT would be.
+   */
+  async batchUploadUrl(p: { uploadId: string; expiresAt: Date }) {
+    const exp = Math.floor(p.expiresAt.getTime() / 1000);
+    const sig = this.signer.sign(LocalBlobStore.batchPayload(p.uploadId, exp));
+    const url = `${this.publicUrl()}/v1/blobs/upload/${encodeURIComponent(p.uploadId)}?exp=${exp}&sig=${sig}`;
+    return { url, headers: { 'Content-Type': 'application/x-tar' } };
+  }
+
+  checkBatchToken(p: { uploadId: string; exp: number; sig: string }, now: Date): UploadTokenCheck {
+    if (!this.signer.verify(LocalBlobStore.batchPayload(p.uploadId, p.exp), p.sig)) return 'invalid';
+    return p.exp * 1000 < now.getTime() ? 'expired' : 'ok';
   }
 
   /** Checks the signature of a PUT: any change to upload, index, hash or expiry breaks it. */
@@ -108,12 +130,48 @@ export class LocalBlobStore implements BlobStore {
       await pipeline(body, meter, createWriteStream(tmp));
       const actual = hasher.digest('hex');
       if (actual !== hash) throw new HashMismatchError(hash, actual);
-      const target = this.stagedPath(uploadId, index);
-      await fs.mkdir(path.dirname(target), { recursive: true });
-      await fs.rename(tmp, target);
+      await this.renameInto(tmp, this.stagedPath(uploadId, index));
       return size;
     } finally {
       await fs.rm(tmp, { force: true });
+    }
+  }
+
+  /** `receive` for bytes already in memory (the small files of a batch). */
+  async receiveBytes(uploadId: string, index: number, hash: string, bytes: Buffer): Promise<void> {
+    const actual = createHash('sha256').update(bytes).digest('hex');
+    if (actual !== hash) throw new HashMismatchError(hash, actual);
+    const tmp = this.tmpPath();
+    try {
+      await fs.writeFile(tmp, bytes);
+      await this.renameInto(tmp, this.stagedPath(uploadId, index));
+    } finally {
+      await fs.rm(tmp, { force: true });
+    }
+  }
+
+  /** Renames a finished temp file to `target`. */
+  private renameInto(tmp: string, target: string): Promise<void> {
+    return this.inDir(target, () => fs.rename(tmp, target));
+  }
+
+  /**
+   * Runs `write` (which creates `target`) after making the target's directory, once per
+   * process; if the directory went away meanwhile (a discarded staging area), makes it again.
+   */
+  private async inDir(target: string, write: () => Promise<void>): Promise<void> {
+    const dir = path.dirname(target);
+    if (!this.madeDirs.has(dir)) {
+      await fs.mkdir(dir, { recursive: true });
+      this.madeDirs.add(dir);
+    }
+    try {
+      await write();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      this.madeDirs.delete(dir);
+      await fs.mkdir(dir, { recursive: true });
+      await write();
     }
   }
 
@@ -133,16 +191,25 @@ export class LocalBlobStore implements BlobStore {
 
   async promoteStaged(stage: string, index: number, hash: string): Promise<void> {
     const target = this.casPath(hash);
+    const staged = this.stagedPath(stage, index);
+    // A hard link is one step, all or nothing, and leaves the staged file for a retried complete.
+    try {
+      await this.inDir(target, () => fs.link(staged, target));
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') return; // the store has this content already
+      if (code !== 'EXDEV' && code !== 'EPERM' && code !== 'ENOTSUP') throw err;
+    }
+    // A file system without hard links: copy, then rename into place.
     if (await exists(target)) return;
-    await fs.mkdir(path.dirname(target), { recursive: true });
-    // A hard link is instant and leaves the staged file for a retried complete.
     const tmp = this.tmpPath();
     try {
-      await fs.link(this.stagedPath(stage, index), tmp);
-    } catch {
-      await fs.copyFile(this.stagedPath(stage, index), tmp);
+      await fs.copyFile(staged, tmp);
+      await this.renameInto(tmp, target);
+    } finally {
+      await fs.rm(tmp, { force: true });
     }
-    await fs.rename(tmp, target);
   }
 
   async readStaged(stage: string, index: number): Promise<Readable | null> {
@@ -152,27 +219,27 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async putStaged(stage: string, index: number, body: Buffer | (() => Readable)): Promise<void> {
-    const target = this.stagedPath(stage, index);
-    await fs.mkdir(path.dirname(target), { recursive: true });
-    await this.writeAtomically(target, body);
+    await this.writeAtomically(this.stagedPath(stage, index), body);
   }
 
   async discardStage(stage: string): Promise<void> {
-    await fs.rm(this.stageDir(stage), { recursive: true, force: true });
+    const dir = this.stageDir(stage);
+    this.madeDirs.delete(dir);
+    await fs.rm(dir, { recursive: true, force: true });
   }
 
   async put(hash: string, bytes: Buffer): Promise<void> {
     const target = this.casPath(hash);
     if (await exists(target)) return;
-    await fs.mkdir(path.dirname(target), { recursive: true });
     await this.writeAtomically(target, bytes);
   }
 
   private async writeAtomically(target: string, body: Buffer | (() => Readable)): Promise<void> {
     const tmp = this.tmpPath();
     try {
-      await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body(), createWriteStream(tmp));
-      await fs.rename(tmp, target);
+      if (Buffer.isBuffer(body)) await fs.writeFile(tmp, body);
+      else await pipeline(body(), createWriteStream(tmp));
+      await this.renameInto(tmp, target);
     } finally {
       await fs.rm(tmp, { force: true });
     }
