@@ -6,6 +6,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { download } from './files/bundle.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { HarnesslayerClient } from '../src/sdk/client.js';
+import { deployFolder, type DeployProgress } from '../src/sdk/deploy.js';
 
 let t: TestServer;
 let folder: string;
@@ -66,6 +68,48 @@ describe('harnesslayer deploy', () => {
     const second = await deploy(org.key, 'deployed');
     expect(second.code, second.stderr).toBe(0);
     expect(second.stdout).toMatch(/Deployed version 2 .*uploaded 1, already stored 2/);
+  });
+
+  it('sends small files many to a request through the batch URL, big ones through their own URL', async () => {
+    const org = await t.org();
+    await t.call('POST', '/v1/app/create', { key: org.key, body: { slug: 'many', type: 'openclaw' } });
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-deploy-many-'));
+    const expected: Record<string, Buffer> = {};
+    try {
+      for (let i = 0; i < 300; i++) expected[`notes/n-${i}.md`] = Buffer.from(`note ${i}\n`.repeat(i + 1));
+      expected['big.bin'] = Buffer.alloc(9 * 1024 * 1024, 5); // above the batched size
+      for (const [name, body] of Object.entries(expected)) {
+        await fs.mkdir(path.dirname(path.join(dir, name)), { recursive: true });
+        await fs.writeFile(path.join(dir, name), body);
+      }
+      // Count the PUTs by the URLs they go to (the real requests still go out).
+      const puts: string[] = [];
+      const realFetch = globalThis.fetch;
+      globalThis.fetch = ((input: string | URL | Request, init?: RequestInit) => {
+        if (init?.method === 'PUT') puts.push(new URL(String(input)).pathname);
+        return realFetch(input, init);
+      }) as typeof fetch;
+      const progress: DeployProgress[] = [];
+      let result;
+      try {
+        result = await deployFolder(new HarnesslayerClient({ baseUrl: t.url, apiKey: org.key }), dir, 'many', { onProgress: (p) => progress.push(p) });
+      } finally {
+        globalThis.fetch = realFetch;
+      }
+      expect(result).toMatchObject({ uploaded: 301, skipped: 0, version: { number: 1, fileCount: 301 } });
+      const batchPuts = puts.filter((p) => /^\/v1\/blobs\/upload\/[^/]+$/.test(p));
+      expect(batchPuts).toHaveLength(2); // 300 small files, at most 256 to a batch
+      expect(puts.length - batchPuts.length).toBe(1); // big.bin
+      const last = progress.filter((p) => p.phase === 'uploading').at(-1);
+      expect(last).toMatchObject({ done: 301, total: 301, bytes: Object.values(expected).reduce((n, b) => n + b.length, 0) });
+      const app = (await t.call('GET', '/v1/app/many', { key: org.key })).body.data;
+      const url = (await t.call('GET', `/v1/version/download/${app.headVersionId}`, { key: org.key })).body.data.url;
+      const files = await download(url);
+      expect(Object.keys(files).sort()).toEqual(Object.keys(expected).sort());
+      for (const [name, body] of Object.entries(expected)) expect(files[name].equals(body), name).toBe(true);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('says what is wrong: an invalid settings file, a missing key', async () => {

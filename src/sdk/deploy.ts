@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import ignore from 'ignore';
+import tar from 'tar-stream';
 import { eachLimit } from '../core/concurrency.js';
 import type { HarnesslayerClient } from './client.js';
 
@@ -39,13 +40,53 @@ export async function listFolder(folder: string): Promise<{ name: string; absolu
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
-async function hashFile(file: string): Promise<string> {
+/** Files above this size are streamed (hashing and PUT); smaller ones are read in one call. */
+const STREAM_ABOVE = 8 * 1024 * 1024;
+
+async function hashFile(file: { absolute: string; size: number }): Promise<string> {
   const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
+  if (file.size <= STREAM_ABOVE) return h.update(await fs.readFile(file.absolute)).digest('hex');
+  for await (const chunk of createReadStream(file.absolute)) h.update(chunk as Buffer);
   return h.digest('hex');
 }
 
-const STREAM_ABOVE = 8 * 1024 * 1024;
+/** A batch PUT (the upload's `batchUrl`) carries up to this many bytes or files. */
+const BATCH_BYTES = 16 * 1024 * 1024;
+const BATCH_FILES = 256;
+
+function batches(files: LocalFile[]): LocalFile[][] {
+  const out: LocalFile[][] = [];
+  let current: LocalFile[] = [];
+  let bytes = 0;
+  for (const f of files) {
+    if (current.length > 0 && (current.length >= BATCH_FILES || bytes + f.size > BATCH_BYTES)) {
+      out.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(f);
+    bytes += f.size;
+  }
+  if (current.length > 0) out.push(current);
+  return out;
+}
+
+/** A tar of the files, entry name = bundle file name, in memory (a batch is at most BATCH_BYTES). */
+async function tarOf(files: LocalFile[]): Promise<Buffer> {
+  const pack = tar.pack();
+  const chunks: Buffer[] = [];
+  const collected = (async () => {
+    for await (const chunk of pack) chunks.push(chunk as Buffer);
+  })();
+  try {
+    for (const f of files) pack.entry({ name: f.name, size: f.size, mode: 0o644 }, await fs.readFile(f.absolute));
+    pack.finalize();
+  } catch (err) {
+    pack.destroy(err as Error);
+  }
+  await collected;
+  return Buffer.concat(chunks);
+}
 
 function lowerKeys(h: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(h).map(([k, v]) => [k.toLowerCase(), v]));
@@ -79,31 +120,53 @@ export async function deployFolder(
   const files: LocalFile[] = [];
   let hashed = 0;
   await eachLimit(listed, 8, async (f) => {
-    files.push({ ...f, hash: await hashFile(f.absolute) });
+    files.push({ ...f, hash: await hashFile(f) });
     opts.onProgress?.({ phase: 'hashing', done: ++hashed, total: listed.length, bytes: 0 });
   });
   const byName = new Map(files.map((f) => [f.name, f]));
-  const upload = await client.post<{ uploadId: string; versionId: string; uploadUrls: { name: string; url: string; headers: Record<string, string>; exists: boolean }[] }>(
+  const upload = await client.post<{
+    uploadId: string;
+    versionId: string;
+    uploadUrls: { name: string; url: string; headers: Record<string, string>; exists: boolean }[];
+    batchUrl?: { url: string; headers: Record<string, string> };
+  }>(
     '/v1/version/upload',
     { appId, files: listed.map((f) => ({ name: f.name, hash: `sha256-${byName.get(f.name)!.hash}` })) },
   );
   const todo = upload.uploadUrls.filter((u) => !u.exists);
   let done = 0;
   let bytes = 0;
-  await eachLimit(todo, opts.concurrency ?? 8, async (u) => {
-    const file = byName.get(u.name)!;
-    // Small files go as one buffer (a streamed body costs far more per request); big ones stream.
-    const body = file.size <= STREAM_ABOVE ? await fs.readFile(file.absolute) : (Readable.toWeb(createReadStream(file.absolute)) as ReadableStream);
-    const res = await fetch(u.url, {
+  const sent = (n: number, size: number) => {
+    done += n;
+    bytes += size;
+    opts.onProgress?.({ phase: 'uploading', done, total: todo.length, bytes });
+  };
+  const send = async (url: string, headers: Record<string, string>, body: Buffer | ReadableStream, size: number, what: string) => {
+    const res = await fetch(url, {
       method: 'PUT',
       // The URL's own headers (Content-Type among them) are the ones its signature expects.
-      headers: { ...lowerKeys({ 'content-type': 'application/octet-stream' }), ...lowerKeys(u.headers), 'content-length': String(file.size) },
+      headers: { ...lowerKeys({ 'content-type': 'application/octet-stream' }), ...lowerKeys(headers), 'content-length': String(size) },
       body,
       duplex: 'half',
     } as RequestInit);
-    if (!res.ok) throw new Error(`Uploading ${u.name} failed (${res.status}): ${await res.text()}`);
-    bytes += file.size;
-    opts.onProgress?.({ phase: 'uploading', done: ++done, total: todo.length, bytes });
+    if (!res.ok) throw new Error(`Uploading ${what} failed (${res.status}): ${await res.text()}`);
+  };
+  const todoFiles = todo.map((u) => byName.get(u.name)!);
+  // Small files travel many to a request when the server offers a batch URL; big ones (and
+  // all of them on S3, where each goes straight to the bucket) one per signed URL.
+  const batched = upload.batchUrl ? todoFiles.filter((f) => f.size <= STREAM_ABOVE) : [];
+  const single = todo.filter((u) => !upload.batchUrl || byName.get(u.name)!.size > STREAM_ABOVE);
+  await eachLimit(batches(batched), 4, async (batch) => {
+    const body = await tarOf(batch);
+    await send(upload.batchUrl!.url, upload.batchUrl!.headers, body, body.length, `${batch.length} files (${batch[0].name}, …)`);
+    sent(batch.length, batch.reduce((n, f) => n + f.size, 0));
+  });
+  await eachLimit(single, opts.concurrency ?? 8, async (u) => {
+    const file = byName.get(u.name)!;
+    // Small files go as one buffer (a streamed body costs far more per request); big ones stream.
+    const body = file.size <= STREAM_ABOVE ? await fs.readFile(file.absolute) : (Readable.toWeb(createReadStream(file.absolute)) as ReadableStream);
+    await send(u.url, u.headers, body, file.size, u.name);
+    sent(1, file.size);
   });
   const version = await client.post<DeployResult['version']>(`/v1/version/upload/${upload.uploadId}/complete`, { appId, versionId: upload.versionId });
   return { version, uploaded: todo.length, skipped: upload.uploadUrls.length - todo.length };
