@@ -14,6 +14,8 @@ export interface LocalFile {
   absolute: string;
   size: number;
   hash: string;
+  /** Kept from hashing (files up to 8 MiB, within KEEP_BYTES in all). */
+  bytes?: Buffer;
 }
 
 /** Files under `folder`, minus `.git`, `node_modules` and what `.harnesslayerignore` excludes (gitignore syntax). */
@@ -43,11 +45,22 @@ export async function listFolder(folder: string): Promise<{ name: string; absolu
 /** Files above this size are streamed (hashing and PUT); smaller ones are read in one call. */
 const STREAM_ABOVE = 8 * 1024 * 1024;
 
-async function hashFile(file: { absolute: string; size: number }): Promise<string> {
+/** Bytes read while hashing are kept, up to this much in all, and sent without reading again. */
+const KEEP_BYTES = 256 * 1024 * 1024;
+
+async function hashFile(file: { absolute: string; size: number }): Promise<{ hash: string; bytes?: Buffer }> {
   const h = createHash('sha256');
-  if (file.size <= STREAM_ABOVE) return h.update(await fs.readFile(file.absolute)).digest('hex');
+  if (file.size <= STREAM_ABOVE) {
+    const bytes = await fs.readFile(file.absolute);
+    return { hash: h.update(bytes).digest('hex'), bytes };
+  }
   for await (const chunk of createReadStream(file.absolute)) h.update(chunk as Buffer);
-  return h.digest('hex');
+  return { hash: h.digest('hex') };
+}
+
+/** A file's bytes: those read while hashing (so what is sent is what was hashed) or read now. */
+async function bytesOf(file: LocalFile): Promise<Buffer> {
+  return file.bytes ?? fs.readFile(file.absolute);
 }
 
 /** A batch PUT (the upload's `batchUrl`) carries up to this many bytes or files. */
@@ -79,7 +92,10 @@ async function tarOf(files: LocalFile[]): Promise<Buffer> {
     for await (const chunk of pack) chunks.push(chunk as Buffer);
   })();
   try {
-    for (const f of files) pack.entry({ name: f.name, size: f.size, mode: 0o644 }, await fs.readFile(f.absolute));
+    for (const f of files) {
+      const bytes = await bytesOf(f);
+      pack.entry({ name: f.name, size: bytes.length, mode: 0o644 }, bytes);
+    }
     pack.finalize();
   } catch (err) {
     pack.destroy(err as Error);
@@ -91,7 +107,6 @@ async function tarOf(files: LocalFile[]): Promise<Buffer> {
 function lowerKeys(h: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(h).map(([k, v]) => [k.toLowerCase(), v]));
 }
-
 
 export interface DeployProgress {
   phase: 'hashing' | 'uploading';
@@ -118,9 +133,13 @@ export async function deployFolder(
 ): Promise<DeployResult> {
   const listed = await listFolder(folder);
   const files: LocalFile[] = [];
+  let kept = 0;
   let hashed = 0;
   await eachLimit(listed, 8, async (f) => {
-    files.push({ ...f, hash: await hashFile(f) });
+    const { hash, bytes } = await hashFile(f);
+    const keep = bytes !== undefined && kept + bytes.length <= KEEP_BYTES;
+    if (keep) kept += bytes.length;
+    files.push({ ...f, size: bytes?.length ?? f.size, hash, ...(keep ? { bytes } : {}) });
     opts.onProgress?.({ phase: 'hashing', done: ++hashed, total: listed.length, bytes: 0 });
   });
   const byName = new Map(files.map((f) => [f.name, f]));
@@ -151,20 +170,20 @@ export async function deployFolder(
     } as RequestInit);
     if (!res.ok) throw new Error(`Uploading ${what} failed (${res.status}): ${await res.text()}`);
   };
-  const todoFiles = todo.map((u) => byName.get(u.name)!);
   // Small files travel many to a request when the server offers a batch URL; big ones (and
   // all of them on S3, where each goes straight to the bucket) one per signed URL.
-  const batched = upload.batchUrl ? todoFiles.filter((f) => f.size <= STREAM_ABOVE) : [];
-  const single = todo.filter((u) => !upload.batchUrl || byName.get(u.name)!.size > STREAM_ABOVE);
-  await eachLimit(batches(batched), 4, async (batch) => {
+  const batchUrl = upload.batchUrl;
+  const inBatch = (f: LocalFile) => batchUrl !== undefined && f.size <= STREAM_ABOVE;
+  await eachLimit(batches(todo.map((u) => byName.get(u.name)!).filter(inBatch)), 4, async (batch) => {
     const body = await tarOf(batch);
-    await send(upload.batchUrl!.url, upload.batchUrl!.headers, body, body.length, `${batch.length} files (${batch[0].name}, …)`);
+    await send(batchUrl!.url, batchUrl!.headers, body, body.length, `${batch.length} files (${batch[0].name}, …)`);
     sent(batch.length, batch.reduce((n, f) => n + f.size, 0));
   });
+  const single = todo.filter((u) => !inBatch(byName.get(u.name)!));
   await eachLimit(single, opts.concurrency ?? 8, async (u) => {
     const file = byName.get(u.name)!;
     // Small files go as one buffer (a streamed body costs far more per request); big ones stream.
-    const body = file.size <= STREAM_ABOVE ? await fs.readFile(file.absolute) : (Readable.toWeb(createReadStream(file.absolute)) as ReadableStream);
+    const body = file.size <= STREAM_ABOVE ? await bytesOf(file) : (Readable.toWeb(createReadStream(file.absolute)) as ReadableStream);
     await send(u.url, u.headers, body, file.size, u.name);
     sent(1, file.size);
   });
