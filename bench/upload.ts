@@ -1,73 +1,137 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { loadConfig } from '../src/config.js';
+import { fileURLToPath } from 'node:url';
 import { newApiKey } from '../src/core/secrets.js';
 import { HarnesslayerClient } from '../src/sdk/client.js';
 import { deployFolder } from '../src/sdk/deploy.js';
-import { start } from '../src/start.js';
 import { freshDatabase } from './lib.js';
 
 /*
- * Uploading a FILES-file, ~TOTAL_MB MB folder as an app version through the API (hash,
- * upload URLs, PUTs, complete: what `harnesslayer deploy` does) against `cp -r` of the same
- * folder, in the same run. Target: within 3x of cp.
+ * Uploading a FILES-file, ~TOTAL_MB MB folder as an app version through the API against
+ * `cp -r` of the same folder, in the same run. The server runs as its own process, started
+ * the way `npm start` starts it (`harnesslayer serve`, embedded PGlite and the local blob
+ * directory by default); this process does what `harnesslayer deploy` does: hash, ask for
+ * upload URLs, send what is missing, complete. Target: within 3x of cp.
  *
- * Environment: BENCH_UPLOAD_FILES (1000), BENCH_UPLOAD_MB (100), BENCH_UPLOAD_DB
- * (pglite | postgres; postgres uses DATABASE_URL, default postgres://postgres@127.0.0.1:5432/test,
- * in a fresh database that is dropped afterwards).
+ * Each of ROUNDS rounds writes a new random folder, then times `cp -r` of it and its upload
+ * as a new version, each after a `sync` so neither pays for the other's writeback.
+ *
+ * Environment: BENCH_UPLOAD_FILES (1000), BENCH_UPLOAD_MB (100), BENCH_UPLOAD_ROUNDS (3),
+ * BENCH_UPLOAD_DB (pglite | postgres; postgres uses DATABASE_URL, default
+ * postgres://postgres@127.0.0.1:5432/test, in a fresh database that is dropped afterwards).
  */
 const FILES = Number(process.env.BENCH_UPLOAD_FILES || 1000);
 const TOTAL_MB = Number(process.env.BENCH_UPLOAD_MB || 100);
+const ROUNDS = Number(process.env.BENCH_UPLOAD_ROUNDS || 3);
 const DB = process.env.BENCH_UPLOAD_DB || 'pglite';
+const BIN = fileURLToPath(new URL('../bin/harnesslayer.mjs', import.meta.url));
 
-async function makeFolder(dir: string): Promise<void> {
+async function makeFolder(dir: string): Promise<number> {
   // Sizes vary (a few KB to ~1 MB) around the mean; contents are random, so nothing dedupes.
   const mean = (TOTAL_MB * 1024 * 1024) / FILES;
+  let bytes = 0;
   for (let i = 0; i < FILES; i++) {
-    const size = Math.max(1, Math.round(mean * (0.2 + 1.6 * ((i * 7919) % 1000) / 1000)));
+    const size = Math.max(1, Math.round(mean * (0.2 + (1.6 * ((i * 7919) % 1000)) / 1000)));
     const file = path.join(dir, `dir-${i % 20}`, `file-${i}.bin`);
     await fs.mkdir(path.dirname(file), { recursive: true });
     await fs.writeFile(file, randomBytes(size));
+    bytes += size;
   }
+  return bytes;
+}
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** `harnesslayer serve` in its own process; resolves once it says it is listening. */
+async function startServer(env: Record<string, string>): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [BIN, 'serve'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('listening on')) resolve();
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.once('exit', (code) => reject(new Error(`the server exited (${code}) before listening:\n${output}`)));
+  });
+  child.stdout!.resume();
+  return child;
+}
+
+async function stopServer(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await exited;
 }
 
 export async function run(): Promise<void> {
   const work = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-bench-upload-'));
   let database: Awaited<ReturnType<typeof freshDatabase>> | undefined;
+  let server: ChildProcess | undefined;
   try {
-    const src = path.join(work, 'src');
-    await makeFolder(src);
-    const bytes = Number(execFileSync('du', ['-sb', src]).toString().split('\t')[0]);
-    console.log(`folder: ${FILES} files, ${(bytes / 1024 / 1024).toFixed(1)} MiB`);
-
-    const t0 = performance.now();
-    execFileSync('cp', ['-r', src, path.join(work, 'copy')]);
-    const cpSeconds = (performance.now() - t0) / 1000;
-
     if (DB === 'postgres') database = await freshDatabase('upload');
+    const port = await freePort();
+    const baseUrl = `http://127.0.0.1:${port}`;
     const userKey = newApiKey();
-    const config = loadConfig({}, { dataDir: path.join(work, 'data'), databaseUrl: database?.url, port: 0, userKey, secret: 'bench-secret' });
-    const running = await start(config, 'all', { listen: true });
-    try {
-      const baseUrl = `http://127.0.0.1:${(running.server!.server.address() as AddressInfo).port}`;
-      config.publicUrl = baseUrl;
-      const org = await new HarnesslayerClient({ baseUrl, apiKey: userKey }).post<{ apiKey: string }>('/v1/organization/create', { name: 'Bench', slug: 'bench' });
-      const client = new HarnesslayerClient({ baseUrl, apiKey: org.apiKey });
-      await client.post('/v1/app/create', { slug: 'bench', type: 'openclaw' });
+    server = await startServer({
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      HARNESSLAYER_DATA_DIR: path.join(work, 'data'),
+      HARNESSLAYER_USER_KEY: userKey,
+      HARNESSLAYER_SECRET: 'bench-secret',
+      HARNESSLAYER_PUBLIC_URL: baseUrl,
+      ...(database ? { DATABASE_URL: database.url } : {}),
+    });
+    const org = await new HarnesslayerClient({ baseUrl, apiKey: userKey }).post<{ apiKey: string }>('/v1/organization/create', { name: 'Bench', slug: 'bench' });
+    const client = new HarnesslayerClient({ baseUrl, apiKey: org.apiKey });
+    await client.post('/v1/app/create', { slug: 'bench', type: 'openclaw' });
+
+    const rows: string[][] = [];
+    for (let round = 1; round <= ROUNDS; round++) {
+      const src = path.join(work, `src-${round}`);
+      const bytes = await makeFolder(src);
+      const mib = bytes / 1024 / 1024;
+
+      execFileSync('sync');
+      const t0 = performance.now();
+      execFileSync('cp', ['-r', src, path.join(work, `copy-${round}`)]);
+      const cpSeconds = (performance.now() - t0) / 1000;
+
+      execFileSync('sync');
       const t1 = performance.now();
-      const result = await deployFolder(client, src, 'bench');
-      const apiSeconds = (performance.now() - t1) / 1000;
-      console.log(`cp -r:              ${cpSeconds.toFixed(2)} s (${(bytes / 1024 / 1024 / cpSeconds).toFixed(0)} MiB/s)`);
-      console.log(`API upload (${DB}): ${apiSeconds.toFixed(2)} s (${(bytes / 1024 / 1024 / apiSeconds).toFixed(0)} MiB/s), version ${result.version.number}, ${result.uploaded} files PUT`);
-      console.log(`ratio: ${(apiSeconds / cpSeconds).toFixed(2)}x cp (target: within 3x)`);
-    } finally {
-      await running.stop();
+      let hashed = t1; // phase ends: hashing done, last file sent (complete follows)
+      let sent = t1;
+      const result = await deployFolder(client, src, 'bench', {
+        onProgress: (p) => {
+          if (p.phase === 'hashing') hashed = performance.now();
+          else sent = performance.now();
+        },
+      });
+      const end = performance.now();
+      const apiSeconds = (end - t1) / 1000;
+      if (result.uploaded !== FILES) throw new Error(`expected ${FILES} files sent, got ${result.uploaded}`);
+      const s = (ms: number) => (ms / 1000).toFixed(2);
+      rows.push([String(round), `${mib.toFixed(0)} MiB`, s(cpSeconds * 1000), s(apiSeconds * 1000), s(hashed - t1), s(sent - hashed), s(end - sent), `${(apiSeconds / cpSeconds).toFixed(2)}x`]);
+      console.log(`round ${round}: cp -r ${s(cpSeconds * 1000)} s, API upload ${s(apiSeconds * 1000)} s (version ${result.version.number}), ratio ${(apiSeconds / cpSeconds).toFixed(2)}x`);
     }
+    const header = ['round', 'folder', 'cp -r s', `API (${DB}) s`, 'hash s', 'send s', 'complete s', 'ratio'];
+    console.log(`\n${FILES} files per round; target: within 3x of cp -r`);
+    console.log(`| ${header.join(' | ')} |\n|${header.map(() => '---').join('|')}|`);
+    for (const r of rows) console.log(`| ${r.join(' | ')} |`);
   } finally {
+    if (server) await stopServer(server);
     await database?.drop();
     await fs.rm(work, { recursive: true, force: true });
   }
