@@ -28,15 +28,19 @@ export async function listFolder(folder: string): Promise<{ name: string; absolu
     // No ignore file: every file counts.
   }
   const out: { name: string; absolute: string; size: number }[] = [];
+  // All entries are looked at concurrently (libuv queues the stats); the result is sorted below.
   const walk = async (dir: string): Promise<void> => {
-    for (const entry of await fs.readdir(dir, { withFileTypes: true })) {
-      const absolute = path.join(dir, entry.name);
-      const name = path.relative(root, absolute).split(path.sep).join('/');
-      if (rules.ignores(entry.isDirectory() ? `${name}/` : name)) continue;
-      if (entry.isDirectory()) await walk(absolute);
-      else if (entry.isFile()) out.push({ name, absolute, size: (await fs.stat(absolute)).size });
-      // Symbolic links and other special files are not part of a bundle.
-    }
+    const entries = await fs.readdir(dir, { withFileTypes: true });
+    await Promise.all(
+      entries.map(async (entry) => {
+        const absolute = path.join(dir, entry.name);
+        const name = path.relative(root, absolute).split(path.sep).join('/');
+        if (rules.ignores(entry.isDirectory() ? `${name}/` : name)) return;
+        if (entry.isDirectory()) await walk(absolute);
+        else if (entry.isFile()) out.push({ name, absolute, size: (await fs.stat(absolute)).size });
+        // Symbolic links and other special files are not part of a bundle.
+      }),
+    );
   };
   await walk(root);
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
