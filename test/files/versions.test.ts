@@ -1,7 +1,9 @@
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
+import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
 import { asStrings, declare, deploy, download, hex, put, putAll, putBatch, ref, tarball, treeHash, type Bundle } from './bundle.js';
 
 // App versions on the local blob store, through a real listening socket.
@@ -252,6 +254,31 @@ describe('batch upload URL', () => {
     expect(early.body.details, JSON.stringify(early.body)).toEqual({ missing: ['a.txt'], mismatched: [] });
     expect((await putBatch(up.batchUrl, tarA)).status).toBe(200);
     expect((await complete(appId, up)).status).toBe(200);
+  });
+});
+
+describe('batch upload interrupted', () => {
+  it('keeps the entries that arrived whole, stores nothing of the cut one, and serves the next request', async () => {
+    const appId = await newApp('openclaw');
+    const files = { 'first.txt': 'arrived whole', 'second.bin': randomBytes(300_000) };
+    const up = (await upload(appId, files)).body.data;
+    const body = await tarball(Object.entries(files).map(([name, data]) => ({ name, body: data })));
+    // Send all but the last 100 KB, then drop the connection.
+    const url = new URL(up.batchUrl.url);
+    const req = http.request(url, { method: 'PUT', headers: { ...up.batchUrl.headers, 'content-length': String(body.length) } });
+    req.on('error', () => {}); // the reset we cause
+    await new Promise<void>((resolve) => req.write(body.subarray(0, body.length - 100_000), () => resolve()));
+    req.destroy();
+    const details = await eventually(async () => {
+      const res = await complete(appId, up);
+      return res.status === 400 && (res.body.details as { missing: string[] }).missing.length === 1 ? res.body.details : undefined;
+    }, 'the server to handle the interrupted batch');
+    expect(details).toEqual({ missing: ['second.bin'], mismatched: [] });
+    const rest = await putBatch(up.batchUrl, await tarball([{ name: 'second.bin', body: files['second.bin'] }]));
+    expect(rest.status).toBe(200);
+    const done = await complete(appId, up);
+    expect(done.status).toBe(200);
+    expect(done.body.data).toMatchObject({ fileCount: 2, treeHash: treeHash(files) });
   });
 });
 
