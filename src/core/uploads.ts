@@ -136,13 +136,13 @@ export async function receiveBatch(ctx: Ctx, store: LocalBlobStore, uploadId: st
       const { name, type, size = 0 } = entry.header;
       const file = declared.get(name);
       if (++count > upload.files.length + 100) throw new BadRequestError(`The archive holds more entries than the upload declares files (${upload.files.length}).`);
+      total += size;
+      if (total > limit) throw new PayloadTooLargeError(`The entries of this archive exceed the bundle limit of ${limit} bytes; nothing more was stored.`);
       if (type !== 'file' || !file) {
         if (result.unknown.length < 100) result.unknown.push(name);
         for await (const _ of entry); // tar-stream entries are streamx streams: drain by iterating
         continue;
       }
-      total += size;
-      if (total > limit) throw new PayloadTooLargeError(`The files in this archive exceed the bundle limit of ${limit} bytes; nothing more was stored.`);
       if (size <= BATCH_BUFFER_LIMIT) {
         const parts: Buffer[] = [];
         for await (const chunk of entry) parts.push(chunk as Buffer);
