@@ -88,24 +88,17 @@ function batches(files: LocalFile[]): LocalFile[][] {
   return out;
 }
 
-/** A tar of the files, entry name = bundle file name, in memory (a batch is at most BATCH_BYTES). */
-async function tarOf(files: LocalFile[]): Promise<Buffer> {
+/** A tar of the files, entry name = bundle file name, as a stream the request sends as it is made. */
+function tarStream(files: LocalFile[]): ReadableStream {
   const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  const collected = (async () => {
-    for await (const chunk of pack) chunks.push(chunk as Buffer);
-  })();
-  try {
+  void (async () => {
     for (const f of files) {
       const bytes = await bytesOf(f);
       pack.entry({ name: f.name, size: bytes.length, mode: 0o644 }, bytes);
     }
     pack.finalize();
-  } catch (err) {
-    pack.destroy(err as Error);
-  }
-  await collected;
-  return Buffer.concat(chunks);
+  })().catch((err: unknown) => pack.destroy(err as Error));
+  return Readable.toWeb(Readable.from(pack)) as ReadableStream;
 }
 
 function lowerKeys(h: Record<string, string>): Record<string, string> {
@@ -164,11 +157,11 @@ export async function deployFolder(
     bytes += size;
     opts.onProgress?.({ phase: 'uploading', done, total: todo.length, bytes });
   };
-  const send = async (url: string, headers: Record<string, string>, body: Buffer | ReadableStream, size: number, what: string) => {
+  const send = async (url: string, headers: Record<string, string>, body: Buffer | ReadableStream, size: number | undefined, what: string) => {
     const res = await fetch(url, {
       method: 'PUT',
       // The URL's own headers (Content-Type among them) are the ones its signature expects.
-      headers: { ...lowerKeys({ 'content-type': 'application/octet-stream' }), ...lowerKeys(headers), 'content-length': String(size) },
+      headers: { ...lowerKeys({ 'content-type': 'application/octet-stream' }), ...lowerKeys(headers), ...(size === undefined ? {} : { 'content-length': String(size) }) },
       body,
       duplex: 'half',
     } as RequestInit);
@@ -179,8 +172,7 @@ export async function deployFolder(
   const batchUrl = upload.batchUrl;
   const inBatch = (f: LocalFile) => batchUrl !== undefined && f.size <= STREAM_ABOVE;
   await eachLimit(batches(todo.map((u) => byName.get(u.name)!).filter(inBatch)), 4, async (batch) => {
-    const body = await tarOf(batch);
-    await send(batchUrl!.url, batchUrl!.headers, body, body.length, `${batch.length} files (${batch[0].name}, …)`);
+    await send(batchUrl!.url, batchUrl!.headers, tarStream(batch), undefined, `${batch.length} files (${batch[0].name}, …)`);
     sent(batch.length, batch.reduce((n, f) => n + f.size, 0));
   });
   const single = todo.filter((u) => !inBatch(byName.get(u.name)!));
