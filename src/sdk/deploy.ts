@@ -164,7 +164,10 @@ export async function deployFolder(
       headers: { ...lowerKeys({ 'content-type': 'application/octet-stream' }), ...lowerKeys(headers), ...(size === undefined ? {} : { 'content-length': String(size) }) },
       body,
       duplex: 'half',
-    } as RequestInit);
+    } as RequestInit).catch((err: Error) => {
+      // fetch says "fetch failed"; the cause (a file that vanished, a refused connection) is what helps.
+      throw new Error(`Uploading ${what} failed: ${(err.cause as Error | undefined)?.message ?? err.message}`);
+    });
     if (!res.ok) throw new Error(`Uploading ${what} failed (${res.status}): ${await res.text()}`);
   };
   // Small files travel many to a request when the server offers a batch URL; big ones (and
