@@ -4,6 +4,7 @@ import type { Ctx } from './core/context.js';
 import { bootstrapOwner } from './core/keys.js';
 import { EventHub } from './core/events.js';
 import { Secrets } from './core/secrets.js';
+import { startMaintenance } from './jobs/maintenance.js';
 import { Queue } from './jobs/queue.js';
 import { registerWorkers } from './jobs/workers.js';
 import { stopRunWorkers } from './runtime/runner.js';
@@ -52,7 +53,11 @@ export interface Running {
 export async function start(config: Config, role: Role = 'all', opts: { listen?: boolean; logger?: boolean } = {}): Promise<Running> {
   const ctx = await createContext(config);
   const ownerKey = await bootstrapOwner(ctx, config.userKey);
-  if (role !== 'api') await registerWorkers(ctx);
+  let stopMaintenance: (() => Promise<void>) | undefined;
+  if (role !== 'api') {
+    await registerWorkers(ctx);
+    stopMaintenance = startMaintenance(ctx);
+  }
   let server: Server | undefined;
   if (role !== 'worker') {
     server = await buildServer(ctx, { logger: opts.logger ?? false });
@@ -70,6 +75,7 @@ export async function start(config: Config, role: Role = 'all', opts: { listen?:
         await ctx.events.close();
         await server?.close();
         await stopRunWorkers(ctx);
+        await stopMaintenance?.();
         await ctx.queue.stop();
         await ctx.database.close();
         await ctx.blobs.close();
