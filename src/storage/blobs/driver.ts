@@ -28,7 +28,8 @@ export interface BlobStore {
 
   /**
    * Checks a staged file against its declared hash. `bytes` is filled for small files
-   * (≤ `inlineLimit`). A mismatching staged object is deleted.
+   * (≤ `inlineLimit`). A mismatching staged object is deleted. (The local store hashes files
+   * on their way in and stages only matching ones; S3 cannot, so it hashes here.)
    */
   verifyStaged(stage: string, index: number, hash: string, inlineLimit: number): Promise<StagedCheck>;
 
