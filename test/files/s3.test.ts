@@ -71,6 +71,8 @@ describe('S3 driver', () => {
     const urls = up.body.data.uploadUrls;
     // Files go straight to the bucket, one presigned PUT each: there is no batch URL through our server.
     expect(up.body.data.batchUrl).toBeUndefined();
+    const guessed = await fetch(`${t.url}/v1/blobs/upload/${up.body.data.uploadId}?exp=9999999999&sig=x`, { method: 'PUT', body: 'tar' });
+    expect(guessed.status).toBe(404);
     expect(urls[0].url).toMatch(new RegExp(`^http://127\\.0\\.0\\.1:\\d+/${BUCKET}/deploy/blobs/uploads/${up.body.data.uploadId}/0\\?`));
     expect(urls[0].url).not.toContain('x-amz-checksum');
     expect(urls[0].url).not.toContain('x-amz-sdk-checksum-algorithm');

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
-import { declare, put } from './bundle.js';
+import { declare, put, putBatch, tarball } from './bundle.js';
 
 // Abandoned uploads go after 24 h with their staged files, also when no new upload comes.
 
@@ -34,5 +34,9 @@ describe('expired uploads', () => {
     await expect(fs.access(staged)).rejects.toThrow();
     const done = await t.call('POST', `/v1/version/upload/${up.uploadId}/complete`, { key, body: { appId, versionId: up.versionId } });
     expect(done.status).toBe(404);
+    // Its batch URL, still signed and unexpired, finds no upload to stage into.
+    const late = await putBatch(up.batchUrl, await tarball([{ name: 'AGENTS.md', body: files['AGENTS.md'] }]));
+    expect(late.status).toBe(404);
+    expect(((await late.json()) as { error: string }).error).toMatch(/upload/);
   });
 });

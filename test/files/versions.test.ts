@@ -250,6 +250,9 @@ describe('batch upload URL', () => {
     } finally {
       t.ctx.now = realNow;
     }
+    const flood = await putBatch(up.batchUrl, await tarball(Array.from({ length: 102 }, (_, i) => ({ name: `junk-${i}`, body: 'x' }))));
+    expect(flood.status).toBe(400);
+    expect(((await flood.json()) as { error: string }).error).toMatch(/more entries than the upload declares files \(1\)/);
     const early = await complete(appId, up);
     expect(early.body.details, JSON.stringify(early.body)).toEqual({ missing: ['a.txt'], mismatched: [] });
     expect((await putBatch(up.batchUrl, tarA)).status).toBe(200);
