@@ -133,17 +133,14 @@ export function rawZip(entries: { name: string; data: string | Buffer; mode?: nu
 }
 
 /** A tar.gz of the entries (type defaults to file). */
-export async function tarGz(entries: { name: string; data?: string; type?: 'file' | 'symlink' | 'directory'; linkname?: string }[]): Promise<Buffer> {
-  const pack = tar.pack();
-  for (const e of entries) pack.entry({ name: e.name, type: e.type ?? 'file', linkname: e.linkname }, e.data ?? '');
-  pack.finalize();
-  const chunks: Buffer[] = [];
-  for await (const c of pack.pipe(zlib.createGzip())) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
+export type TarEntry = { name: string; data?: string | Buffer; type?: 'file' | 'symlink' | 'directory'; linkname?: string };
+
+export async function tarGz(entries: TarEntry[]): Promise<Buffer> {
+  return zlib.gzipSync(await tarball(entries));
 }
 
 /** A tar of the given entries (regular files unless `type` says otherwise), in memory. */
-export async function tarball(entries: { name: string; body?: string | Buffer; type?: 'file' | 'symlink' | 'directory'; linkname?: string }[]): Promise<Buffer> {
+export async function tarball(entries: TarEntry[]): Promise<Buffer> {
   const pack = tar.pack();
   const chunks: Buffer[] = [];
   const collected = (async () => {
@@ -151,7 +148,7 @@ export async function tarball(entries: { name: string; body?: string | Buffer; t
   })();
   for (const e of entries) {
     if (e.type === 'symlink' || e.type === 'directory') pack.entry({ name: e.name, type: e.type, linkname: e.linkname });
-    else pack.entry({ name: e.name }, typeof e.body === 'string' ? Buffer.from(e.body) : (e.body ?? Buffer.alloc(0)));
+    else pack.entry({ name: e.name }, typeof e.data === 'string' ? Buffer.from(e.data) : (e.data ?? Buffer.alloc(0)));
   }
   pack.finalize();
   await collected;

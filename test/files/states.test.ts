@@ -204,7 +204,7 @@ describe('limits', () => {
       { name: 'big.bin', hash: ref(big) },
     ];
     const up = (await t.call('POST', '/v1/state/upload', { key, body: { profileId: p.id, files } })).body.data;
-    const res = await putBatch(up.batchUrl, await tarball([{ name: 'small.txt', body: small }, { name: 'big.bin', body: big }]));
+    const res = await putBatch(up.batchUrl, await tarball([{ name: 'small.txt', data: small }, { name: 'big.bin', data: big }]));
     expect(res.status).toBe(413);
     const done = await t.call('POST', `/v1/state/upload/${up.uploadId}/complete`, { key, body: { profileId: p.id, stateId: up.stateId } });
     expect(done.status).toBe(400);
@@ -220,7 +220,7 @@ describe('batch upload', () => {
     const up = (await t.call('POST', '/v1/state/upload', { key, body: { profileId: p.id, files: declare(files) } })).body.data;
     const todo = up.uploadUrls.filter((u: { exists: boolean }) => !u.exists).map((u: { name: string }) => u.name);
     expect(todo.sort()).toEqual(['memory/notes.md', 'new.md']);
-    const res = await putBatch(up.batchUrl, await tarball(todo.map((name: string) => ({ name, body: files[name] }))));
+    const res = await putBatch(up.batchUrl, await tarball(todo.map((name: string) => ({ name, data: files[name] }))));
     expect(res.status).toBe(200);
     const done = await t.call('POST', `/v1/state/upload/${up.uploadId}/complete`, { key, body: { profileId: p.id, stateId: up.stateId } });
     expect(done.status).toBe(200);

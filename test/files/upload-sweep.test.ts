@@ -35,7 +35,7 @@ describe('expired uploads', () => {
     const done = await t.call('POST', `/v1/version/upload/${up.uploadId}/complete`, { key, body: { appId, versionId: up.versionId } });
     expect(done.status).toBe(404);
     // Its batch URL, still signed and unexpired, finds no upload to stage into.
-    const late = await putBatch(up.batchUrl, await tarball([{ name: 'AGENTS.md', body: files['AGENTS.md'] }]));
+    const late = await putBatch(up.batchUrl, await tarball([{ name: 'AGENTS.md', data: files['AGENTS.md'] }]));
     expect(late.status).toBe(404);
     expect(((await late.json()) as { error: string }).error).toMatch(/upload/);
   });

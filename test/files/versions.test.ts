@@ -190,7 +190,7 @@ describe('batch upload URL', () => {
     const up = (await upload(appId, files)).body.data;
     expect(up.batchUrl).toMatchObject({ method: 'PUT', headers: { 'Content-Type': 'application/x-tar' } });
     expect(up.batchUrl.url.startsWith(`${t.url}/v1/blobs/upload/${up.uploadId}?`)).toBe(true);
-    const res = await putBatch(up.batchUrl, await tarball(Object.entries(files).map(([name, body]) => ({ name, body }))));
+    const res = await putBatch(up.batchUrl, await tarball(Object.entries(files).map(([name, body]) => ({ name, data: body }))));
     expect(res.status).toBe(200);
     expect(((await res.json()) as { data: unknown }).data).toEqual({ uploadId: up.uploadId, stored: 5 });
     const done = await complete(appId, up);
@@ -210,9 +210,9 @@ describe('batch upload URL', () => {
     const res = await putBatch(
       up.batchUrl,
       await tarball([
-        { name: 'a.txt', body: 'aaa' },
-        { name: 'b.txt', body: 'not b' },
-        { name: '../c.txt', body: 'sneaky' },
+        { name: 'a.txt', data: 'aaa' },
+        { name: 'b.txt', data: 'not b' },
+        { name: '../c.txt', data: 'sneaky' },
         { name: 'link', type: 'symlink', linkname: '/etc/passwd' },
       ]),
     );
@@ -237,7 +237,7 @@ describe('batch upload URL', () => {
     const garbage = await putBatch(up.batchUrl, Buffer.from('this is not a tar archive, just text that goes on '.repeat(20)));
     expect(garbage.status).toBe(400);
     expect(((await garbage.json()) as { error: string }).error).toMatch(/not a complete tar archive/);
-    const tarA = await tarball([{ name: 'a.txt', body: 'only in the refusal test' }]);
+    const tarA = await tarball([{ name: 'a.txt', data: 'only in the refusal test' }]);
     const other = (await upload(appId, { 'a.txt': 'only in the refusal test' })).body.data;
     expect((await putBatch({ ...up.batchUrl, url: up.batchUrl.url.replace(up.uploadId, other.uploadId) }, tarA)).status).toBe(403);
     expect((await putBatch({ ...up.batchUrl, url: up.batchUrl.url.replace(/exp=\d+/, (m: string) => `exp=${Number(m.slice(4)) + 3600}`) }, tarA)).status).toBe(403);
@@ -250,7 +250,7 @@ describe('batch upload URL', () => {
     } finally {
       t.ctx.now = realNow;
     }
-    const flood = await putBatch(up.batchUrl, await tarball(Array.from({ length: 102 }, (_, i) => ({ name: `junk-${i}`, body: 'x' }))));
+    const flood = await putBatch(up.batchUrl, await tarball(Array.from({ length: 102 }, (_, i) => ({ name: `junk-${i}`, data: 'x' }))));
     expect(flood.status).toBe(400);
     expect(((await flood.json()) as { error: string }).error).toMatch(/more entries than the upload declares files \(1\)/);
     const early = await complete(appId, up);
@@ -265,7 +265,7 @@ describe('batch upload interrupted', () => {
     const appId = await newApp('openclaw');
     const files = { 'first.txt': 'arrived whole', 'second.bin': randomBytes(300_000) };
     const up = (await upload(appId, files)).body.data;
-    const body = await tarball(Object.entries(files).map(([name, data]) => ({ name, body: data })));
+    const body = await tarball(Object.entries(files).map(([name, data]) => ({ name, data })));
     // Send all but the last 100 KB, then drop the connection.
     const url = new URL(up.batchUrl.url);
     const req = http.request(url, { method: 'PUT', headers: { ...up.batchUrl.headers, 'content-length': String(body.length) } });
@@ -277,7 +277,7 @@ describe('batch upload interrupted', () => {
       return res.status === 400 && (res.body.details as { missing: string[] }).missing.length === 1 ? res.body.details : undefined;
     }, 'the server to handle the interrupted batch');
     expect(details).toEqual({ missing: ['second.bin'], mismatched: [] });
-    const rest = await putBatch(up.batchUrl, await tarball([{ name: 'second.bin', body: files['second.bin'] }]));
+    const rest = await putBatch(up.batchUrl, await tarball([{ name: 'second.bin', data: files['second.bin'] }]));
     expect(rest.status).toBe(200);
     const done = await complete(appId, up);
     expect(done.status).toBe(200);
