@@ -132,8 +132,9 @@ export class LocalBlobStore implements BlobStore {
       if (actual !== hash) throw new HashMismatchError(hash, actual);
       await this.renameInto(tmp, this.stagedPath(uploadId, index));
       return size;
-    } finally {
+    } catch (err) {
       await fs.rm(tmp, { force: true });
+      throw err;
     }
   }
 
@@ -141,13 +142,7 @@ export class LocalBlobStore implements BlobStore {
   async receiveBytes(uploadId: string, index: number, hash: string, bytes: Buffer): Promise<void> {
     const actual = createHash('sha256').update(bytes).digest('hex');
     if (actual !== hash) throw new HashMismatchError(hash, actual);
-    const tmp = this.tmpPath();
-    try {
-      await fs.writeFile(tmp, bytes);
-      await this.renameInto(tmp, this.stagedPath(uploadId, index));
-    } finally {
-      await fs.rm(tmp, { force: true });
-    }
+    await this.writeAtomically(this.stagedPath(uploadId, index), bytes);
   }
 
   /** Renames a finished temp file to `target`. */
@@ -203,8 +198,9 @@ export class LocalBlobStore implements BlobStore {
     try {
       await fs.copyFile(staged, tmp);
       await this.renameInto(tmp, target);
-    } finally {
+    } catch (err) {
       await fs.rm(tmp, { force: true });
+      throw err;
     }
   }
 
@@ -236,8 +232,9 @@ export class LocalBlobStore implements BlobStore {
       if (Buffer.isBuffer(body)) await fs.writeFile(tmp, body);
       else await pipeline(body(), createWriteStream(tmp));
       await this.renameInto(tmp, target);
-    } finally {
+    } catch (err) {
       await fs.rm(tmp, { force: true });
+      throw err;
     }
   }
 
