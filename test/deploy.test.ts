@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -108,6 +109,26 @@ describe('harnesslayer deploy', () => {
       expect(Object.keys(files).sort()).toEqual(Object.keys(expected).sort());
       for (const [name, body] of Object.entries(expected)) expect(files[name].equals(body), name).toBe(true);
     } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('names the cause when a PUT cannot be made', async () => {
+    const org = await t.org();
+    await t.call('POST', '/v1/app/create', { key: org.key, body: { slug: 'unreachable', type: 'openclaw' } });
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-deploy-refused-'));
+    const publicUrl = t.config.publicUrl;
+    try {
+      await fs.writeFile(path.join(dir, 'AGENTS.md'), 'refused\n');
+      // Signed URLs that point at a port nobody listens on (any more).
+      const closed = net.createServer();
+      await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+      const { port } = closed.address() as net.AddressInfo;
+      await new Promise((resolve) => closed.close(resolve));
+      t.config.publicUrl = `http://127.0.0.1:${port}`;
+      await expect(deployFolder(new HarnesslayerClient({ baseUrl: t.url, apiKey: org.key }), dir, 'unreachable')).rejects.toThrow(/^Uploading 1 files \(AGENTS\.md, …\) failed: .*ECONNREFUSED/);
+    } finally {
+      t.config.publicUrl = publicUrl;
       await fs.rm(dir, { recursive: true, force: true });
     }
   });
