@@ -4,6 +4,7 @@ import { sql } from 'kysely';
 import type { Ctx } from './context.js';
 import { INLINE_LIMIT } from '../storage/blobs/driver.js';
 import type { Db, Tx } from '../storage/db.js';
+import { isBinary } from '../sync/merge/file.js';
 
 /**
  * Trees, overlays and blobs: the content-addressed layer under versions and states
@@ -191,15 +192,24 @@ export async function stateFiles(
 }
 
 /**
- * Records blob rows (small contents inline) and locks them for this transaction, so garbage
- * collection cannot delete them before the tree or overlay that uses them commits.
+ * Contents kept in the database as well as in the blob store: small text, the files content
+ * merges read (one row fetch where the store may cost a round trip). Binary files are never
+ * content-merged, so they stay in the store only.
+ */
+export function keptInline(bytes: Buffer | undefined): bytes is Buffer {
+  return bytes !== undefined && bytes.length <= INLINE_LIMIT && !isBinary(bytes);
+}
+
+/**
+ * Records blob rows (small text inline, see keptInline) and locks them for this transaction,
+ * so garbage collection cannot delete them before the tree or overlay that uses them commits.
  */
 export async function saveBlobs(tx: Tx, blobs: { hash: string; size: number; bytes?: Buffer }[]): Promise<void> {
   const unique = [...new Map(blobs.map((b) => [b.hash, b])).values()];
   for (const part of chunks(unique)) {
     await tx
       .insertInto('blobs')
-      .values(part.map((b) => ({ hash: b.hash, size: b.size, data: b.bytes && b.bytes.length <= INLINE_LIMIT ? b.bytes : null })))
+      .values(part.map((b) => ({ hash: b.hash, size: b.size, data: keptInline(b.bytes) ? b.bytes : null })))
       .onConflict((oc) => oc.column('hash').doUpdateSet({ size: sql`excluded.size` }))
       .execute();
   }

@@ -125,6 +125,22 @@ describe('version upload → PUT → complete → get → download → rollback'
     expect(empty).toMatchObject({ number: 2, fileCount: 0, size: 0, treeHash: hex(''), files: [] });
     expect(await download((await t.call('GET', `/v1/version/download/${empty.id}`, { key })).body.data.url)).toEqual({});
   });
+
+  it('keeps small text in the database as well, binary and big files in the blob store only', async () => {
+    const appId = await newApp('openclaw');
+    const files: Bundle = {
+      'notes.md': '# Notes\n'.repeat(100),
+      'pixel.png': Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 0]), randomBytes(2000)]),
+      'big.txt': 'x'.repeat(64 * 1024 + 1),
+    };
+    const v = await deploy(t, key, appId, files);
+    const rows = await t.ctx.db.selectFrom('blobs').select(['hash', 'data']).where('hash', 'in', Object.values(files).map(hex)).execute();
+    const inline = Object.fromEntries(rows.map((r) => [r.hash, r.data === null ? null : Buffer.from(r.data).toString()]));
+    expect(inline).toEqual({ [hex(files['notes.md'])]: files['notes.md'], [hex(files['pixel.png'])]: null, [hex(files['big.txt'])]: null });
+    // Every file reads back whole either way.
+    const url = (await t.call('GET', `/v1/version/download/${v.id}`, { key })).body.data.url;
+    expect(await download(url)).toEqual(Object.fromEntries(Object.entries(files).map(([k, b]) => [k, Buffer.from(b)])));
+  });
 });
 
 describe('signed upload URLs', () => {

@@ -85,5 +85,5 @@ export function stagedKey(stage: string, index: number): string {
   return `uploads/${stage}/${index}`;
 }
 
-/** Small contents are also kept in the database (`blobs.data`). */
+/** Small text contents are also kept in the database (`blobs.data`; core/trees.ts keptInline). */
 export const INLINE_LIMIT = 64 * 1024;
