@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -7,6 +6,7 @@ import ignore from 'ignore';
 import tar from 'tar-stream';
 import { eachLimit } from '../core/concurrency.js';
 import type { HarnesslayerClient } from './client.js';
+import { HashPool } from './hash-pool.js';
 
 export interface LocalFile {
   /** Relative POSIX path inside the folder: the bundle file name. */
@@ -51,16 +51,6 @@ const STREAM_ABOVE = 8 * 1024 * 1024;
 
 /** Bytes read while hashing are kept, up to this much in all, and sent without reading again. */
 const KEEP_BYTES = 256 * 1024 * 1024;
-
-async function hashFile(file: { absolute: string; size: number }): Promise<{ hash: string; bytes?: Buffer }> {
-  const h = createHash('sha256');
-  if (file.size <= STREAM_ABOVE) {
-    const bytes = await fs.readFile(file.absolute);
-    return { hash: h.update(bytes).digest('hex'), bytes };
-  }
-  for await (const chunk of createReadStream(file.absolute)) h.update(chunk as Buffer);
-  return { hash: h.digest('hex') };
-}
 
 /** A file's bytes: those read while hashing (so what is sent is what was hashed) or read now. */
 async function bytesOf(file: LocalFile): Promise<Buffer> {
@@ -130,15 +120,21 @@ export async function deployFolder(
 ): Promise<DeployResult> {
   const listed = await listFolder(folder);
   const files: LocalFile[] = [];
-  let kept = 0;
+  let kept = 0; // bytes asked back so far (files up to STREAM_ABOVE, within KEEP_BYTES)
   let hashed = 0;
-  await eachLimit(listed, 8, async (f) => {
-    const { hash, bytes } = await hashFile(f);
-    const keep = bytes !== undefined && kept + bytes.length <= KEEP_BYTES;
-    if (keep) kept += bytes.length;
-    files.push({ ...f, size: bytes?.length ?? f.size, hash, ...(keep ? { bytes } : {}) });
-    opts.onProgress?.({ phase: 'hashing', done: ++hashed, total: listed.length, bytes: 0 });
-  });
+  const pool = new HashPool();
+  try {
+    // Two files in flight per thread: the next is queued while one is read.
+    await eachLimit(listed, pool.size * 2, async (f) => {
+      const keep = f.size <= STREAM_ABOVE && kept + f.size <= KEEP_BYTES;
+      if (keep) kept += f.size;
+      const { hash, bytes } = await pool.hash(f.absolute, f.size, keep);
+      files.push({ ...f, size: bytes?.length ?? f.size, hash, ...(bytes ? { bytes } : {}) });
+      opts.onProgress?.({ phase: 'hashing', done: ++hashed, total: listed.length, bytes: 0 });
+    });
+  } finally {
+    await pool.close();
+  }
   const byName = new Map(files.map((f) => [f.name, f]));
   const upload = await client.post<{
     uploadId: string;

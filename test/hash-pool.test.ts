@@ -1,0 +1,62 @@
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HashPool } from '../src/sdk/hash-pool.js';
+
+// `harnesslayer deploy` hashes a folder on worker threads.
+
+let dir: string;
+beforeAll(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-hash-pool-'));
+});
+afterAll(async () => fs.rm(dir, { recursive: true, force: true }));
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+describe('HashPool', () => {
+  it('hashes files across threads, handing back the bytes only when asked', async () => {
+    // Sizes around the 4 KiB buffer pool, the 1 MiB read chunk, and empty.
+    const contents = [0, 1, 4095, 4096, 70_000, 1024 * 1024, 3 * 1024 * 1024 + 7].map((n) => randomBytes(n));
+    const files = await Promise.all(
+      contents.map(async (bytes, i) => {
+        const file = path.join(dir, `f-${i}`);
+        await fs.writeFile(file, bytes);
+        return file;
+      }),
+    );
+    const pool = new HashPool(3);
+    try {
+      expect(pool.size).toBe(3);
+      const kept = await Promise.all(files.map((f, i) => pool.hash(f, contents[i].length, true)));
+      const streamed = await Promise.all(files.map((f, i) => pool.hash(f, contents[i].length, false)));
+      kept.forEach((r, i) => {
+        expect(r.hash).toBe(sha256(contents[i]));
+        expect(Buffer.isBuffer(r.bytes) && r.bytes.equals(contents[i])).toBe(true);
+      });
+      streamed.forEach((r, i) => expect(r).toEqual({ hash: sha256(contents[i]) }));
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('rejects with the reason for a file it cannot read, and goes on with the others', async () => {
+    const pool = new HashPool(1);
+    const file = path.join(dir, 'present');
+    await fs.writeFile(file, 'here');
+    try {
+      await expect(pool.hash(path.join(dir, 'gone'), 10, true)).rejects.toThrow(/ENOENT/);
+      await expect(pool.hash(dir, 10, false)).rejects.toThrow(/EISDIR/);
+      expect((await pool.hash(file, 4, true)).hash).toBe(sha256(Buffer.from('here')));
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('refuses work once its threads have stopped', async () => {
+    const pool = new HashPool(1);
+    await pool.close();
+    await expect(pool.hash(path.join(dir, 'present'), 4, true)).rejects.toThrow(/hashing threads have stopped/);
+  });
+});
