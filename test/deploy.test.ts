@@ -1,10 +1,12 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { download } from './files/bundle.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { HarnesslayerClient } from '../src/sdk/client.js';
@@ -84,18 +86,15 @@ describe('harnesslayer deploy', () => {
         await fs.writeFile(path.join(dir, name), body);
       }
       // Count the PUTs by the URLs they go to (the real requests still go out).
-      const puts: string[] = [];
-      const realFetch = globalThis.fetch;
-      globalThis.fetch = ((input: string | URL | Request, init?: RequestInit) => {
-        if (init?.method === 'PUT') puts.push(new URL(String(input)).pathname);
-        return realFetch(input, init);
-      }) as typeof fetch;
+      const requests = vi.spyOn(http, 'request');
       const progress: DeployProgress[] = [];
       let result;
+      let puts: string[];
       try {
         result = await deployFolder(new HarnesslayerClient({ baseUrl: t.url, apiKey: org.key }), dir, 'many', { onProgress: (p) => progress.push(p) });
       } finally {
-        globalThis.fetch = realFetch;
+        puts = requests.mock.calls.filter(([, opts]) => (opts as http.RequestOptions).method === 'PUT').map(([url]) => (url as URL).pathname);
+        requests.mockRestore();
       }
       expect(result).toMatchObject({ uploaded: 301, skipped: 0, version: { number: 1, fileCount: 301 } });
       const batchPuts = puts.filter((p) => /^\/v1\/blobs\/upload\/[^/]+$/.test(p));
@@ -109,6 +108,24 @@ describe('harnesslayer deploy', () => {
       expect(Object.keys(files).sort()).toEqual(Object.keys(expected).sort());
       for (const [name, body] of Object.entries(expected)) expect(files[name].equals(body), name).toBe(true);
     } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reports a refusal that comes before the whole batch was sent', async () => {
+    const org = await t.org();
+    await t.call('POST', '/v1/app/create', { key: org.key, body: { slug: 'too-big', type: 'openclaw' } });
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-deploy-limit-'));
+    const limit = t.config.maxBundleBytes;
+    try {
+      for (let i = 0; i < 64; i++) await fs.writeFile(path.join(dir, `part-${i}.bin`), randomBytes(256 * 1024));
+      // The server stops reading the 16 MiB tar after 1 MiB, far more than the sockets buffer.
+      t.config.maxBundleBytes = 1024 * 1024;
+      await expect(deployFolder(new HarnesslayerClient({ baseUrl: t.url, apiKey: org.key }), dir, 'too-big')).rejects.toThrow(
+        /^Uploading 64 files \(part-0\.bin, …\) failed \(413\): .*exceed the bundle limit of 1048576 bytes/,
+      );
+    } finally {
+      t.config.maxBundleBytes = limit;
       await fs.rm(dir, { recursive: true, force: true });
     }
   });
