@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import { Type } from 'typebox';
 import type { Ctx } from '../core/context.js';
 import { parseDownloadToken, targetFiles, zipStream } from '../core/downloads.js';
-import { receiveBatch } from '../core/uploads.js';
+import { receiveBatch, receivingUpload } from '../core/uploads.js';
 import { AppError, BadRequestError, ForbiddenError, NotFoundError, PayloadTooLargeError } from '../core/errors.js';
 import { hashRef } from '../core/trees.js';
 import { HashMismatchError, LocalBlobStore, TooLargeError } from '../storage/blobs/index.js';
@@ -41,6 +41,7 @@ export function blobRoutes(app: Api, ctx: Ctx): void {
         const limit = ctx.config.maxBundleBytes;
         if (Number(request.headers['content-length'] ?? 0) > limit) throw new PayloadTooLargeError(`A file may hold at most ${limit} bytes.`);
         const body = (request.body as Readable | undefined) ?? request.raw;
+        await receivingUpload(ctx, uploadId, body);
         try {
           const size = await store.receive(uploadId, index, hash, body, limit);
           return { success: true as const, data: { uploadId, index, hash: hashRef(hash), size } };

@@ -93,6 +93,24 @@ export async function openUpload(
   return { uploadId: id, expiresAt: urlExpiry.toISOString(), uploadUrls, ...(batch ? { batchUrl: { ...batch, method: 'PUT' as const } } : {}) };
 }
 
+/**
+ * The upload a signed PUT stores into: 404 once it is gone or expired, 409 once registered
+ * (its files can no longer change, and a staged file would only wait for the sweep). On
+ * either, the unread body is drained.
+ */
+export async function receivingUpload(ctx: Ctx, uploadId: string, body: Readable): Promise<Pick<Upload, 'files'>> {
+  const upload = await ctx.db.selectFrom('uploads').select(['files', 'expiresAt', 'status', 'kind', 'registeredId']).where('id', '=', uploadId).executeTakeFirst();
+  if (!upload || upload.expiresAt.getTime() < ctx.now().getTime()) {
+    body.resume();
+    throw new NotFoundError('upload', uploadId);
+  }
+  if (upload.status === 'registered') {
+    body.resume();
+    throw new ConflictError(`Upload "${uploadId}" is already complete (${upload.kind} "${upload.registeredId}"); nothing was stored. Start a new upload to change files.`);
+  }
+  return upload;
+}
+
 /** Files up to this size are read into memory and written while the next entries stream in. */
 const BATCH_BUFFER_LIMIT = 1024 * 1024;
 
@@ -110,11 +128,7 @@ export interface BatchResult {
  * looked up among the declared ones, never used as paths.
  */
 export async function receiveBatch(ctx: Ctx, store: LocalBlobStore, uploadId: string, body: Readable): Promise<BatchResult> {
-  const upload = await ctx.db.selectFrom('uploads').select(['files', 'expiresAt']).where('id', '=', uploadId).executeTakeFirst();
-  if (!upload || upload.expiresAt.getTime() < ctx.now().getTime()) {
-    body.resume();
-    throw new NotFoundError('upload', uploadId);
-  }
+  const upload = await receivingUpload(ctx, uploadId, body);
   const declared = new Map(upload.files.map((f, index) => [f.name, { index, hash: f.hash }]));
   const limit = ctx.config.maxBundleBytes;
   const result: BatchResult = { stored: 0, mismatched: [], unknown: [] };

@@ -34,9 +34,11 @@ describe('expired uploads', () => {
     await expect(fs.access(staged)).rejects.toThrow();
     const done = await t.call('POST', `/v1/version/upload/${up.uploadId}/complete`, { key, body: { appId, versionId: up.versionId } });
     expect(done.status).toBe(404);
-    // Its batch URL, still signed and unexpired, finds no upload to stage into.
+    // Its URLs, still signed and unexpired, find no upload to stage into.
     const late = await putBatch(up.batchUrl, await tarball([{ name: 'AGENTS.md', data: files['AGENTS.md'] }]));
     expect(late.status).toBe(404);
     expect(((await late.json()) as { error: string }).error).toMatch(/upload/);
+    expect((await put(up.uploadUrls[0], files['AGENTS.md'])).status).toBe(404);
+    await expect(fs.access(staged)).rejects.toThrow();
   });
 });

@@ -326,6 +326,12 @@ describe('complete', () => {
     const second = await complete(appId, up.body.data);
     expect(second.status).toBe(200);
     expect(second.body.data).toEqual(first.body.data);
+    // Its URLs, still signed and unexpired, store nothing more.
+    const late = await put(up.body.data.uploadUrls[0], files['a.txt']);
+    expect(late.status).toBe(409);
+    expect(((await late.json()) as { error: string }).error).toMatch(/already complete \(version "release-1"\).*Start a new upload/);
+    expect((await putBatch(up.body.data.batchUrl, await tarball([{ name: 'a.txt', data: files['a.txt'] }]))).status).toBe(409);
+    expect(await listFiles(path.join(blobDir(), 'uploads', up.body.data.uploadId))).toEqual([]);
     expect((await t.call('POST', '/v1/version/create', { key, body: { appId, versionId: 'release-1' } })).body.data.id).toBe('release-1');
     expect((await t.call('GET', `/v1/version/list?appId=${appId}`, { key })).body.data.total).toBe(1);
 
