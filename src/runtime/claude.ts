@@ -6,6 +6,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { query, type Options, type SDKMessage, type SDKResultMessage, type SDKUserMessage } from '@anthropic-ai/claude-agent-sdk';
+import { spawnTiedToParent } from './claude-spawn.js';
 import { savedUsage, totalsOf } from './claude-transcript.js';
 import { ZERO_USAGE, type EventSink, type FinalStatus, type Usage } from './events.js';
 
@@ -82,7 +83,9 @@ export async function runClaudeTurn(opts: ClaudeTurnOptions): Promise<ClaudeTurn
   }
 
   const abortController = new AbortController();
-  const q = query({ prompt: input(), options: sdkOptions(opts, tmpDir, abortController) });
+  const child = spawnTiedToParent(opts.onStderr);
+  const options: Options = { ...sdkOptions(opts, tmpDir, abortController), ...(child.spawn ? { spawnClaudeCodeProcess: child.spawn } : { stderr: opts.onStderr }) };
+  const q = query({ prompt: input(), options });
   const turn = new TurnMapper(emit);
   let ending: 'stopped' | 'timeout' | null = null;
   let graceTimer: NodeJS.Timeout | undefined;
@@ -126,9 +129,15 @@ export async function runClaudeTurn(opts: ClaudeTurnOptions): Promise<ClaudeTurn
       ? [`The turn timed out after ${opts.timeoutMs} ms.`, 'timeout']
       : result
         ? [resultError(result), result.subtype === 'success' ? 'api_error' : result.subtype]
-        : [`Claude Code failed: ${crash instanceof Error ? crash.message : String(crash)}`, 'runtime_error'];
+        : [`Claude Code failed: ${crashMessage(crash, child.stderr.tail())}`, 'runtime_error'];
   if (!turn.errorEmitted || ending === 'timeout') emit({ type: 'error', data: { message, code } });
   return { ...base, status: 'failed', error: message };
+}
+
+/** The SDK's error, with the end of Claude Code's stderr when the SDK did not quote it. */
+function crashMessage(crash: unknown, stderrTail: string): string {
+  const message = crash instanceof Error ? crash.message : String(crash);
+  return stderrTail && !message.includes('stderr:') ? `${message}. stderr: ${stderrTail}` : message;
 }
 
 function sdkOptions(opts: ClaudeTurnOptions, tmpDir: string, abortController: AbortController): Options {
@@ -155,7 +164,6 @@ function sdkOptions(opts: ClaudeTurnOptions, tmpDir: string, abortController: Ab
     mcpServersDelivery: 'initialize',
     strictMcpConfig: true,
     includePartialMessages: true,
-    stderr: opts.onStderr,
   };
 }
 

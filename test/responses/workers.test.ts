@@ -5,6 +5,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,10 +13,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { allText, startFakeAnthropic, type FakeAnthropic } from '../fakes/anthropic.js';
 import { deploy } from '../files/bundle.js';
 import { TEST_DB_KIND } from '../helpers/databases.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
 import { client, onTurn } from './helpers.js';
 
 const LEASE_SECONDS = 3;
+
+/** A process that exists and is not a zombie (an orphan waits for whoever adopts it to reap it). */
+function running(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
 
 describe.runIf(TEST_DB_KIND === 'postgres')('a worker in another process', () => {
   let t: TestServer;
@@ -122,11 +132,19 @@ describe.runIf(TEST_DB_KIND === 'postgres')('a worker in another process', () =>
     const run = (await api.run({ appId, channelId, userId: 'ana', input: 'REMOTE-DIE', sessionId: 'ana-1' })).body.data;
     await stuck.paused;
     expect((await api.instance(run.instanceId)).status).toBe('running');
-    // The whole machine dies: the worker and the Claude Code process it started.
-    const children = execFileSync('ps', ['-o', 'pid=', '--ppid', String(workers[0].pid)]).toString().split('\n').map(Number).filter(Boolean);
+    // The worker is killed outright; the Claude Code process it started dies with it
+    // (started through setpriv --pdeathsig), rather than running the turn on.
+    const claude = execFileSync('ps', ['-o', 'pid=,comm=', '--ppid', String(workers[0].pid)])
+      .toString()
+      .trim()
+      .split('\n')
+      .map((line) => line.trim().split(/\s+/))
+      .filter(([, comm]) => comm === 'claude')
+      .map(([pid]) => Number(pid));
+    expect(claude).toHaveLength(1);
     const killed = Date.now();
     workers[0].kill('SIGKILL');
-    for (const pid of children) process.kill(pid, 'SIGKILL');
+    await eventually(async () => !running(claude[0]), 'the Claude Code child to die with its worker', 5_000);
     const events = await api.events(run.instanceId, 20_000);
     // The lease, plus one reaper period and a commit.
     expect(Date.now() - killed).toBeLessThan(LEASE_SECONDS * 1000 + 2_000);

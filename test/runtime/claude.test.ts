@@ -276,6 +276,14 @@ describe('claude runtime', () => {
     }
   });
 
+  it('fails a turn that resumes an unknown session, saying so; what Claude Code writes to stderr reaches onStderr', async () => {
+    const dirs = await profileDirs();
+    const stderr: string[] = [];
+    const { result } = await turn({ ...dirs, prompt: 'hi', resumeSessionId: '00000000-0000-4000-8000-000000000000', onStderr: (d) => stderr.push(d) });
+    expect(result).toMatchObject({ status: 'failed', error: 'No conversation found with session ID: 00000000-0000-4000-8000-000000000000' });
+    expect(stderr.join('')).toContain('No conversation found with session ID: 00000000-0000-4000-8000-000000000000');
+  });
+
   it('does not start a turn that was stopped before it began', async () => {
     const dirs = await profileDirs();
     const stop = new AbortController();
