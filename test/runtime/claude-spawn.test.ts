@@ -30,8 +30,7 @@ describe.runIf(process.platform === 'linux')('the Claude Code child process', ()
     const seen: string[] = [];
     const tied = spawnTiedToParent((d) => seen.push(d));
     const child = tied.spawn!(spawnOptions('sh', ['-c', 'echo "$(head -c 3000 /dev/zero | tr "\\\\0" x)" >&2; echo "bad flag" >&2; exit 3'])) as ChildProcess;
-    const [code] = await once(child, 'exit');
-    await once(child.stderr!, 'close');
+    const [code] = await once(child, 'close'); // after exit and after stderr has been read to its end
     expect(code).toBe(3);
     expect(seen.join('')).toBe(`${'x'.repeat(3000)}\nbad flag\n`);
     expect(tied.stderr.tail()).toMatch(/^x+\nbad flag$/);
