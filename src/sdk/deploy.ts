@@ -152,7 +152,7 @@ export async function deployFolder(
   const files: LocalFile[] = [];
   let kept = 0; // bytes asked back so far (files up to STREAM_ABOVE, within KEEP_BYTES)
   let hashed = 0;
-  const pool = new HashPool();
+  const pool = new HashPool(Math.max(1, Math.min(HashPool.DEFAULT_THREADS, listed.length))); // no idle threads for a few files
   try {
     // Two files in flight per thread: the next is queued while one is read.
     await eachLimit(listed, pool.size * 2, async (f) => {

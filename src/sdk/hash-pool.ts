@@ -52,7 +52,10 @@ export class HashPool {
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
 
-  constructor(threads = Math.max(1, Math.min(os.availableParallelism(), 8))) {
+  /** One thread per core, up to 8. */
+  static readonly DEFAULT_THREADS = Math.max(1, Math.min(os.availableParallelism(), 8));
+
+  constructor(threads = HashPool.DEFAULT_THREADS) {
     this.workers = Array.from({ length: threads }, (_, w) => {
       const worker = new Worker(WORKER_SOURCE, { eval: true });
       worker.on('message', (m: { id: number; hash?: string; bytes?: Uint8Array; error?: string }) => this.settle(m));
