@@ -145,7 +145,7 @@ export async function materializeSnapshot(ctx: Ctx, job: { organizationId: strin
     const app = await ctx.db.selectFrom('apps').select('type').where('id', '=', state.appId).executeTakeFirstOrThrow();
     await checkClaudeSettings(ctx, app, files, stage);
     await ctx.db.transaction().execute(async (tx) => {
-      await saveBlobs(tx, files);
+      await saveBlobs(tx, ctx.blobs, files);
       for (const [i, f] of files.entries()) await ctx.blobs.promoteStaged(stage, i, f.hash);
       const entries = files.map((f) => ({ path: f.path, hash: f.hash, size: f.size }));
       const overlay = diffOverlay(await versionFiles(tx, state.organizationId, state.baseVersionId), entries);

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { sql } from 'kysely';
 import type { Ctx } from './context.js';
-import { INLINE_LIMIT } from '../storage/blobs/driver.js';
+import { INLINE_LIMIT, type BlobStore } from '../storage/blobs/driver.js';
 import type { Db, Tx } from '../storage/db.js';
 import { isBinary } from '../sync/merge/file.js';
 
@@ -192,24 +192,28 @@ export async function stateFiles(
 }
 
 /**
- * Contents kept in the database as well as in the blob store: small text, the files content
- * merges read (one row fetch where the store may cost a round trip). Binary files are never
- * content-merged, so they stay in the store only.
+ * Which contents the database keeps as well as the blob store (`blobs.data`), up to
+ * INLINE_LIMIT bytes. Small text always: content merges read it, a batch of profiles per
+ * query. Small binary files only when the store is remote (S3), where every turn that
+ * materializes a workspace would otherwise pay a round trip per file; binary files are never
+ * content-merged, and from the local store a file reads as fast as a row.
  */
-export function keptInline(bytes: Buffer | undefined): bytes is Buffer {
-  return bytes !== undefined && bytes.length <= INLINE_LIMIT && !isBinary(bytes);
+export function keptInline(store: Pick<BlobStore, 'kind'>, bytes: Buffer | undefined): bytes is Buffer {
+  if (bytes === undefined || bytes.length > INLINE_LIMIT) return false;
+  return store.kind !== 'local' || !isBinary(bytes);
 }
 
 /**
- * Records blob rows (small text inline, see keptInline) and locks them for this transaction,
- * so garbage collection cannot delete them before the tree or overlay that uses them commits.
+ * Records blob rows (small contents inline, see keptInline) and locks them for this
+ * transaction, so garbage collection cannot delete them before the tree or overlay that uses
+ * them commits.
  */
-export async function saveBlobs(tx: Tx, blobs: { hash: string; size: number; bytes?: Buffer }[]): Promise<void> {
+export async function saveBlobs(tx: Tx, store: Pick<BlobStore, 'kind'>, blobs: { hash: string; size: number; bytes?: Buffer }[]): Promise<void> {
   const unique = [...new Map(blobs.map((b) => [b.hash, b])).values()];
   for (const part of chunks(unique)) {
     await tx
       .insertInto('blobs')
-      .values(part.map((b) => ({ hash: b.hash, size: b.size, data: keptInline(b.bytes) ? b.bytes : null })))
+      .values(part.map((b) => ({ hash: b.hash, size: b.size, data: keptInline(store, b.bytes) ? b.bytes : null })))
       .onConflict((oc) => oc.column('hash').doUpdateSet({ size: sql`excluded.size` }))
       .execute();
   }
@@ -228,7 +232,7 @@ export async function lockBlobs(tx: Tx, hashes: string[]): Promise<Set<string>> 
 /** Writes server-made content (a run's or a merge's file) and returns its entry. Call in a transaction. */
 export async function storeBlob(ctx: Pick<Ctx, 'blobs'>, tx: Tx, path: string, bytes: Buffer): Promise<TreeEntry> {
   const hash = createHash('sha256').update(bytes).digest('hex');
-  await saveBlobs(tx, [{ hash, size: bytes.length, bytes }]);
+  await saveBlobs(tx, ctx.blobs, [{ hash, size: bytes.length, bytes }]);
   await ctx.blobs.put(hash, bytes);
   return { path, hash, size: bytes.length };
 }

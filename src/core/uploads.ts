@@ -278,7 +278,7 @@ export async function claimUpload(ctx: Ctx, tx: Tx, upload: Upload, files: Check
   if (!row) throw new NotFoundError('upload', upload.id);
   if (row.status === 'registered') return row.registeredId;
   const staged = files.filter((f) => f.staged);
-  await saveBlobs(tx, staged.map((f) => ({ hash: f.hash, size: f.size, bytes: f.bytes })));
+  await saveBlobs(tx, ctx.blobs, staged.map((f) => ({ hash: f.hash, size: f.size, bytes: f.bytes })));
   const skipped = files.filter((f) => !f.staged);
   if (skipped.length > 0) {
     const present = await lockBlobs(tx, skipped.map((f) => f.hash));

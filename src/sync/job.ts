@@ -254,7 +254,7 @@ async function writeBatch(
     if (blobs.size > 0) {
       // Blob rows first (they lock), then the store; its writes overlap the statements below
       // and are awaited before the transaction commits.
-      await saveBlobs(tx, [...blobs].map(([hash, bytes]) => ({ hash, size: bytes.length, bytes })));
+      await saveBlobs(tx, ctx.blobs, [...blobs].map(([hash, bytes]) => ({ hash, size: bytes.length, bytes })));
       puts = eachLimit([...blobs], 8, ([hash, bytes]) => ctx.blobs.put(hash, bytes));
       puts.catch(() => {}); // awaited below, before the commit
     }

@@ -94,6 +94,19 @@ describe('S3 driver', () => {
     expect(back.body.data).toMatchObject({ id: done.body.data.id, isHead: true });
   });
 
+  it('keeps small files in the database as well, binary ones too (a read from the bucket is a round trip)', async () => {
+    const appId = await createApp('openclaw');
+    const files: Bundle = {
+      'notes.md': '# Notes\n'.repeat(100),
+      'pixel.png': Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 0]), Buffer.alloc(2000, 9)]),
+      'big.txt': 'x'.repeat(64 * 1024 + 1),
+    };
+    await deploy(t, key, appId, files);
+    const rows = await t.ctx.db.selectFrom('blobs').select(['hash', 'data']).where('hash', 'in', Object.values(files).map(hex)).execute();
+    const inline = Object.fromEntries(rows.map((r) => [r.hash, r.data !== null]));
+    expect(inline).toEqual({ [hex(files['notes.md'])]: true, [hex(files['pixel.png'])]: true, [hex(files['big.txt'])]: false });
+  });
+
   it('rejects wrong bytes at complete, naming the file, and stores nothing under the content address', async () => {
     const appId = await createApp();
     const files = { 'good.txt': 'good', 'bad.txt': 'expected' };
