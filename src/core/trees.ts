@@ -241,9 +241,24 @@ export async function storeBlob(ctx: Pick<Ctx, 'blobs'>, tx: Tx, path: string, b
 export async function readBlob(ctx: Pick<Ctx, 'db' | 'blobs'>, hash: string): Promise<Buffer> {
   const row = await ctx.db.selectFrom('blobs').select('data').where('hash', '=', hash).executeTakeFirst();
   if (row?.data) return Buffer.from(row.data);
-  const chunks: Buffer[] = [];
-  for await (const chunk of await ctx.blobs.get(hash)) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
+  return readStored(ctx, hash);
+}
+
+/** The inline contents among `hashes` (see keptInline), one query per CHUNK of them. */
+export async function readInline(db: Db, hashes: Iterable<string>): Promise<Map<string, Buffer>> {
+  const found = new Map<string, Buffer>();
+  for (const part of chunks([...new Set(hashes)])) {
+    const rows = await db.selectFrom('blobs').select(['hash', 'data']).where(sql<boolean>`hash = any(${part}::text[])`).where('data', 'is not', null).execute();
+    for (const r of rows) found.set(r.hash, Buffer.from(r.data!));
+  }
+  return found;
+}
+
+/** A blob's bytes from the blob store (for contents that are not inline). */
+export async function readStored(ctx: Pick<Ctx, 'blobs'>, hash: string): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of await ctx.blobs.get(hash)) parts.push(chunk as Buffer);
+  return Buffer.concat(parts);
 }
 
 /** A blob as a stream (downloads). */

@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Ctx } from '../core/context.js';
 import { lockProfile, commitState } from '../core/states.js';
-import { MAX_FILES, pathProblem, readBlob, sortByPath, stateFiles, storeBlob, treeHashOf, type TreeEntry } from '../core/trees.js';
+import { MAX_FILES, pathProblem, readBlob, readInline, readStored, sortByPath, stateFiles, storeBlob, treeHashOf, type TreeEntry } from '../core/trees.js';
 import { mergeFile } from '../sync/merge/index.js';
 import type { Tx } from '../storage/db.js';
 
@@ -39,13 +39,15 @@ export async function materialize(ctx: Ctx, profileId: string, cwd: string): Pro
   if (!p) throw new Error('The profile was deleted before the turn started.');
   const files = p.headStateId ? await stateFiles(ctx.db, { organizationId: p.organizationId, baseVersionId: p.baseVersionId, overlayHash: p.overlayHash }) : [];
   await fs.mkdir(cwd, { recursive: true });
+  // Small files come from the database in one query per thousand, the rest from the store.
+  const inline = await readInline(ctx.db, files.map((f) => f.hash));
   const stamps = new Map<string, { size: number; mtimeMs: number }>();
   for (let i = 0; i < files.length; i += WRITE_PARALLEL) {
     await Promise.all(
       files.slice(i, i + WRITE_PARALLEL).map(async (f) => {
         const target = inside(cwd, f.path);
         await fs.mkdir(path.dirname(target), { recursive: true });
-        await fs.writeFile(target, await readBlob(ctx, f.hash));
+        await fs.writeFile(target, inline.get(f.hash) ?? (await readStored(ctx, f.hash)));
         const st = await fs.stat(target);
         stamps.set(f.path, { size: st.size, mtimeMs: st.mtimeMs });
       }),

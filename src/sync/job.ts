@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import { eachLimit } from '../core/concurrency.js';
 import type { Ctx } from '../core/context.js';
 import { newId } from '../core/ids.js';
-import { readTree, saveBlobs, type OverlayEntry } from '../core/trees.js';
+import { readBlob, readInline, readTree, saveBlobs, type OverlayEntry } from '../core/trees.js';
 import type { Tx } from '../storage/db.js';
 import type { Strategy } from './merge/index.js';
 import { changedPaths, planProfileMerge, versionTree, type ProfileMergePlan, type VersionTree } from './profile-merge.js';
@@ -77,8 +77,7 @@ class SyncCache {
   async prefetch(tx: Tx, hashes: Iterable<string>): Promise<void> {
     const missing = [...new Set(hashes)].filter((h) => !this.blobs.has(h));
     if (missing.length === 0) return;
-    const rows = await tx.selectFrom('blobs').select(['hash', 'data']).where(sql<boolean>`hash = any(${missing}::text[])`).where('data', 'is not', null).execute();
-    for (const r of rows) this.keep(r.hash, Buffer.from(r.data!));
+    for (const [hash, bytes] of await readInline(tx, missing)) this.keep(hash, bytes);
   }
 
   private keep(hash: string, buf: Buffer): void {
@@ -91,14 +90,7 @@ class SyncCache {
   async bytes(tx: Tx, hash: string): Promise<Buffer> {
     const hit = this.blobs.get(hash);
     if (hit) return hit;
-    const row = await tx.selectFrom('blobs').select('data').where('hash', '=', hash).executeTakeFirst();
-    let buf: Buffer;
-    if (row?.data) buf = Buffer.from(row.data);
-    else {
-      const parts: Buffer[] = [];
-      for await (const chunk of await this.ctx.blobs.get(hash)) parts.push(chunk as Buffer);
-      buf = Buffer.concat(parts);
-    }
+    const buf = await readBlob({ db: tx, blobs: this.ctx.blobs }, hash);
     this.keep(hash, buf);
     return buf;
   }
