@@ -8,6 +8,7 @@ const BENCHES: Record<string, () => Promise<{ run(): Promise<void> }>> = {
   sync: () => import('./sync.js'),
   upload: () => import('./upload.js'),
   run: () => import('./run.js'),
+  workspace: () => import('./workspace.js'),
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
