@@ -32,7 +32,7 @@ async function makeFolder(dir: string): Promise<void> {
   };
   for (let i = 0; i < FILES; i++) await write(`memory/note-${i}.md`, `# Note ${i}\n\n${'Something worth remembering. '.repeat(20 + (i % 50))}\n`);
   for (let i = 0; i < 20; i++) await write(`assets/icon-${i}.png`, Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0]), randomBytes(4000)]));
-  for (let i = 0; i < 5; i++) await write(`data/table-${i}.csv`, `${'a,b,c\n'.repeat(200 * 1024 / 6)}`);
+  for (let i = 0; i < 5; i++) await write(`data/table-${i}.csv`, 'a,b,c\n'.repeat(Math.floor((200 * 1024) / 6)));
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
