@@ -14,14 +14,24 @@ import { deployFolder, type DeployProgress } from '../src/sdk/deploy.js';
 
 let t: TestServer;
 let folder: string;
+let scratch: string;
 beforeAll(async () => {
   t = await startTestServer({ listen: true });
   folder = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-deploy-'));
+  scratch = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-deploy-scratch-'));
 });
 afterAll(async () => {
   await t?.close();
   await fs.rm(folder, { recursive: true, force: true });
+  await fs.rm(scratch, { recursive: true, force: true });
 });
+
+/** A new organization with an openclaw app `slug`, a client for it, and an empty folder (removed after all). */
+async function appAndFolder(slug: string) {
+  const org = await t.org();
+  await t.call('POST', '/v1/app/create', { key: org.key, body: { slug, type: 'openclaw' } });
+  return { key: org.key, client: new HarnesslayerClient({ baseUrl: t.url, apiKey: org.key }), dir: await fs.mkdtemp(path.join(scratch, `${slug}-`)) };
+}
 
 async function write(files: Record<string, string>) {
   for (const [name, body] of Object.entries(files)) {
@@ -74,66 +84,55 @@ describe('harnesslayer deploy', () => {
   });
 
   it('sends small files many to a request through the batch URL, big ones through their own URL', async () => {
-    const org = await t.org();
-    await t.call('POST', '/v1/app/create', { key: org.key, body: { slug: 'many', type: 'openclaw' } });
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-deploy-many-'));
+    const { key, client, dir } = await appAndFolder('many');
     const expected: Record<string, Buffer> = {};
-    try {
-      for (let i = 0; i < 300; i++) expected[`notes/n-${i}.md`] = Buffer.from(`note ${i}\n`.repeat(i + 1));
-      expected['big.bin'] = Buffer.alloc(9 * 1024 * 1024, 5); // above the batched size
-      for (const [name, body] of Object.entries(expected)) {
-        await fs.mkdir(path.dirname(path.join(dir, name)), { recursive: true });
-        await fs.writeFile(path.join(dir, name), body);
-      }
-      // Count the PUTs by the URLs they go to (the real requests still go out).
-      const requests = vi.spyOn(http, 'request');
-      const progress: DeployProgress[] = [];
-      let result;
-      let puts: string[];
-      try {
-        result = await deployFolder(new HarnesslayerClient({ baseUrl: t.url, apiKey: org.key }), dir, 'many', { onProgress: (p) => progress.push(p) });
-      } finally {
-        puts = requests.mock.calls.filter(([, opts]) => (opts as http.RequestOptions).method === 'PUT').map(([url]) => (url as URL).pathname);
-        requests.mockRestore();
-      }
-      expect(result).toMatchObject({ uploaded: 301, skipped: 0, version: { number: 1, fileCount: 301 } });
-      const batchPuts = puts.filter((p) => /^\/v1\/blobs\/upload\/[^/]+$/.test(p));
-      expect(batchPuts).toHaveLength(2); // 300 small files, at most 256 to a batch
-      expect(puts.length - batchPuts.length).toBe(1); // big.bin
-      const last = progress.filter((p) => p.phase === 'uploading').at(-1);
-      expect(last).toMatchObject({ done: 301, total: 301, bytes: Object.values(expected).reduce((n, b) => n + b.length, 0) });
-      const app = (await t.call('GET', '/v1/app/many', { key: org.key })).body.data;
-      const url = (await t.call('GET', `/v1/version/download/${app.headVersionId}`, { key: org.key })).body.data.url;
-      const files = await download(url);
-      expect(Object.keys(files).sort()).toEqual(Object.keys(expected).sort());
-      for (const [name, body] of Object.entries(expected)) expect(files[name].equals(body), name).toBe(true);
-    } finally {
-      await fs.rm(dir, { recursive: true, force: true });
+    for (let i = 0; i < 300; i++) expected[`notes/n-${i}.md`] = Buffer.from(`note ${i}\n`.repeat(i + 1));
+    expected['big.bin'] = Buffer.alloc(9 * 1024 * 1024, 5); // above the batched size
+    for (const [name, body] of Object.entries(expected)) {
+      await fs.mkdir(path.dirname(path.join(dir, name)), { recursive: true });
+      await fs.writeFile(path.join(dir, name), body);
     }
+    // Count the PUTs by the URLs they go to (the real requests still go out).
+    const requests = vi.spyOn(http, 'request');
+    const progress: DeployProgress[] = [];
+    let result;
+    let puts: string[];
+    try {
+      result = await deployFolder(client, dir, 'many', { onProgress: (p) => progress.push(p) });
+    } finally {
+      puts = requests.mock.calls.filter(([, opts]) => (opts as http.RequestOptions).method === 'PUT').map(([url]) => (url as URL).pathname);
+      requests.mockRestore();
+    }
+    expect(result).toMatchObject({ uploaded: 301, skipped: 0, version: { number: 1, fileCount: 301 } });
+    const batchPuts = puts.filter((p) => /^\/v1\/blobs\/upload\/[^/]+$/.test(p));
+    expect(batchPuts).toHaveLength(2); // 300 small files, at most 256 to a batch
+    expect(puts.length - batchPuts.length).toBe(1); // big.bin
+    const last = progress.filter((p) => p.phase === 'uploading').at(-1);
+    expect(last).toMatchObject({ done: 301, total: 301, bytes: Object.values(expected).reduce((n, b) => n + b.length, 0) });
+    const app = (await t.call('GET', '/v1/app/many', { key })).body.data;
+    const url = (await t.call('GET', `/v1/version/download/${app.headVersionId}`, { key })).body.data.url;
+    const files = await download(url);
+    expect(Object.keys(files).sort()).toEqual(Object.keys(expected).sort());
+    for (const [name, body] of Object.entries(expected)) expect(files[name].equals(body), name).toBe(true);
   });
 
   it('reports a refusal that comes before the whole batch was sent', async () => {
-    const org = await t.org();
-    await t.call('POST', '/v1/app/create', { key: org.key, body: { slug: 'too-big', type: 'openclaw' } });
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-deploy-limit-'));
+    const { client, dir } = await appAndFolder('too-big');
     const limit = t.config.maxBundleBytes;
     try {
       for (let i = 0; i < 64; i++) await fs.writeFile(path.join(dir, `part-${i}.bin`), randomBytes(256 * 1024));
       // The server stops reading the 16 MiB tar after 1 MiB, far more than the sockets buffer.
       t.config.maxBundleBytes = 1024 * 1024;
-      await expect(deployFolder(new HarnesslayerClient({ baseUrl: t.url, apiKey: org.key }), dir, 'too-big')).rejects.toThrow(
+      await expect(deployFolder(client, dir, 'too-big')).rejects.toThrow(
         /^Uploading 64 files \(part-0\.bin, …\) failed \(413\): .*exceed the bundle limit of 1048576 bytes/,
       );
     } finally {
       t.config.maxBundleBytes = limit;
-      await fs.rm(dir, { recursive: true, force: true });
     }
   });
 
   it('names the cause when a PUT cannot be made', async () => {
-    const org = await t.org();
-    await t.call('POST', '/v1/app/create', { key: org.key, body: { slug: 'unreachable', type: 'openclaw' } });
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-deploy-refused-'));
+    const { client, dir } = await appAndFolder('unreachable');
     const publicUrl = t.config.publicUrl;
     try {
       await fs.writeFile(path.join(dir, 'AGENTS.md'), 'refused\n');
@@ -143,10 +142,9 @@ describe('harnesslayer deploy', () => {
       const { port } = closed.address() as net.AddressInfo;
       await new Promise((resolve) => closed.close(resolve));
       t.config.publicUrl = `http://127.0.0.1:${port}`;
-      await expect(deployFolder(new HarnesslayerClient({ baseUrl: t.url, apiKey: org.key }), dir, 'unreachable')).rejects.toThrow(/^Uploading 1 files \(AGENTS\.md, …\) failed: .*ECONNREFUSED/);
+      await expect(deployFolder(client, dir, 'unreachable')).rejects.toThrow(/^Uploading 1 files \(AGENTS\.md, …\) failed: .*ECONNREFUSED/);
     } finally {
       t.config.publicUrl = publicUrl;
-      await fs.rm(dir, { recursive: true, force: true });
     }
   });
 
