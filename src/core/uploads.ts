@@ -98,8 +98,9 @@ export async function openUpload(
  * (its files can no longer change, and a staged file would only wait for the sweep). On
  * either, the unread body is drained.
  */
-export async function receivingUpload(ctx: Ctx, uploadId: string, body: Readable): Promise<Pick<Upload, 'files'>> {
-  const upload = await ctx.db.selectFrom('uploads').select(['files', 'expiresAt', 'status', 'kind', 'registeredId']).where('id', '=', uploadId).executeTakeFirst();
+export async function receivingUpload(ctx: Ctx, uploadId: string, body: Readable): Promise<void> {
+  // Not the declared files: a single PUT needs none of them, and they can be 10,000.
+  const upload = await ctx.db.selectFrom('uploads').select(['expiresAt', 'status', 'kind', 'registeredId']).where('id', '=', uploadId).executeTakeFirst();
   if (!upload || upload.expiresAt.getTime() < ctx.now().getTime()) {
     body.resume();
     throw new NotFoundError('upload', uploadId);
@@ -108,7 +109,6 @@ export async function receivingUpload(ctx: Ctx, uploadId: string, body: Readable
     body.resume();
     throw new ConflictError(`Upload "${uploadId}" is already complete (${upload.kind} "${upload.registeredId}"); nothing was stored. Start a new upload to change files.`);
   }
-  return upload;
 }
 
 /** Files up to this size are read into memory and written while the next entries stream in. */
@@ -128,7 +128,9 @@ export interface BatchResult {
  * looked up among the declared ones, never used as paths.
  */
 export async function receiveBatch(ctx: Ctx, store: LocalBlobStore, uploadId: string, body: Readable): Promise<BatchResult> {
-  const upload = await receivingUpload(ctx, uploadId, body);
+  await receivingUpload(ctx, uploadId, body);
+  const upload = await ctx.db.selectFrom('uploads').select('files').where('id', '=', uploadId).executeTakeFirst();
+  if (!upload) throw new NotFoundError('upload', uploadId); // swept in between
   const declared = new Map(upload.files.map((f, index) => [f.name, { index, hash: f.hash }]));
   const limit = ctx.config.maxBundleBytes;
   const result: BatchResult = { stored: 0, mismatched: [], unknown: [] };
