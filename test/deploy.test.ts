@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
@@ -129,6 +130,26 @@ describe('harnesslayer deploy', () => {
     } finally {
       t.config.maxBundleBytes = limit;
     }
+  });
+
+  it('says so when a file changes between hashing and sending, and stores no version', async () => {
+    const { key, client, dir } = await appAndFolder('changing');
+    await fs.writeFile(path.join(dir, 'a.md'), 'the first words, and more\n');
+    await fs.writeFile(path.join(dir, 'b.md'), 'steady\n');
+    // Files are read again to be sent (hashing keeps none of them in memory).
+    const shrink = (p: DeployProgress) => {
+      if (p.phase === 'hashing' && p.done === p.total) writeFileSync(path.join(dir, 'a.md'), 'cut\n');
+    };
+    await expect(deployFolder(client, dir, 'changing', { onProgress: shrink })).rejects.toThrow(
+      /^Uploading 2 files \(a\.md, …\) failed: a\.md changed while it was being deployed .*run deploy again/,
+    );
+    // Same size, other bytes: the server's own hash check refuses it.
+    await fs.writeFile(path.join(dir, 'a.md'), 'AAAA\n');
+    const swap = (p: DeployProgress) => {
+      if (p.phase === 'hashing' && p.done === p.total) writeFileSync(path.join(dir, 'a.md'), 'BBBB\n');
+    };
+    await expect(deployFolder(client, dir, 'changing', { onProgress: swap })).rejects.toThrow(/failed \(400\): Rejected 1 archive entry: a\.md \(hash mismatch\)/);
+    expect((await t.call('GET', '/v1/app/changing', { key })).body.data.headVersionId).toBeNull();
   });
 
   it('names the cause when a PUT cannot be made', async () => {

@@ -1,15 +1,13 @@
-import { createReadStream } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import ignore from 'ignore';
-import tar from 'tar-stream';
 import { eachLimit } from '../core/concurrency.js';
 import type { HarnesslayerClient } from './client.js';
 import { HashPool } from './hash-pool.js';
+import { TAR_END, tarHeader, tarPadding } from './tar.js';
 
 export interface LocalFile {
   /** Relative POSIX path inside the folder: the bundle file name. */
@@ -17,8 +15,6 @@ export interface LocalFile {
   absolute: string;
   size: number;
   hash: string;
-  /** Kept from hashing (files up to 8 MiB, within KEEP_BYTES in all). */
-  bytes?: Buffer;
 }
 
 /** Files under `folder`, minus `.git`, `node_modules` and what `.harnesslayerignore` excludes (gitignore syntax). */
@@ -49,15 +45,73 @@ export async function listFolder(folder: string): Promise<{ name: string; absolu
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
-/** Files above this size are streamed (hashing and PUT); smaller ones are read in one call. */
-const STREAM_ABOVE = 8 * 1024 * 1024;
+/** Files up to this size travel in batches (on the local store); bigger ones to their own URL. */
+const BATCH_ABOVE = 8 * 1024 * 1024;
 
-/** Bytes read while hashing are kept, up to this much in all, and sent without reading again. */
-const KEEP_BYTES = 256 * 1024 * 1024;
+/**
+ * The read buffers of a deploy, reused from one chunk to the next: memory touched for the
+ * first time costs a page fault per 4 KiB, so a 100 MB folder is not read into 100 MB of
+ * fresh buffers. `take` waits while all are in flight, which also paces the reads.
+ */
+class BufferPool {
+  private readonly free: Buffer[];
+  private readonly waiting: ((buf: Buffer) => void)[] = [];
 
-/** A file's bytes: those read while hashing (so what is sent is what was hashed) or read now. */
-async function bytesOf(file: LocalFile): Promise<Buffer> {
-  return file.bytes ?? fs.readFile(file.absolute);
+  constructor(count: number, size: number) {
+    this.free = Array.from({ length: count }, () => Buffer.allocUnsafeSlow(size));
+  }
+
+  take(): Promise<Buffer> {
+    const buf = this.free.pop();
+    return buf ? Promise.resolve(buf) : new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  give(buf: Buffer): void {
+    const next = this.waiting.shift();
+    if (next) next(buf);
+    else this.free.push(buf);
+  }
+}
+
+/**
+ * Writes files into a request: each file is read (synchronously: a CLI, and no thread-pool
+ * round trip per chunk) into the pool's buffers, and a buffer goes back to the pool once the
+ * request has flushed it, or has closed. With `tar`, each file goes with its tar framing.
+ * Stops early once `stopped()` (the server answered before the end).
+ */
+async function writeFiles(req: http.ClientRequest, files: LocalFile[], pool: BufferPool, stopped: () => boolean, opts: { tar: boolean }): Promise<void> {
+  const inFlight = new Set<Buffer>();
+  const release = (buf: Buffer) => {
+    if (inFlight.delete(buf)) pool.give(buf);
+  };
+  req.once('close', () => [...inFlight].forEach(release));
+  for (const f of files) {
+    if (stopped() || req.destroyed) return;
+    if (opts.tar) req.write(tarHeader(f.name, f.size));
+    const fd = openSync(f.absolute, 'r');
+    try {
+      for (let offset = 0; offset < f.size; ) {
+        const buf = await pool.take();
+        if (stopped() || req.destroyed) {
+          pool.give(buf);
+          return;
+        }
+        const n = readSync(fd, buf, 0, Math.min(buf.length, f.size - offset), offset);
+        if (n === 0) {
+          pool.give(buf);
+          throw new Error(`${f.name} changed while it was being deployed (it is now shorter than when it was hashed); run deploy again.`);
+        }
+        offset += n;
+        inFlight.add(buf);
+        req.write(buf.subarray(0, n), () => release(buf));
+      }
+    } finally {
+      closeSync(fd);
+    }
+    if (opts.tar) req.write(tarPadding(f.size));
+  }
+  if (opts.tar) req.end(TAR_END);
+  else req.end();
 }
 
 /** A batch PUT (the upload's `batchUrl`) carries up to this many bytes or files. */
@@ -81,17 +135,15 @@ function batches(files: LocalFile[]): LocalFile[][] {
   return out;
 }
 
-/** A tar of the files, entry name = bundle file name, as a stream the request sends as it is made. */
-function tarStream(files: LocalFile[]): Readable {
-  const pack = tar.pack();
-  void (async () => {
-    for (const f of files) {
-      const bytes = await bytesOf(f);
-      pack.entry({ name: f.name, size: bytes.length, mode: 0o644 }, bytes);
-    }
-    pack.finalize();
-  })().catch((err: unknown) => pack.destroy(err as Error));
-  return pack as unknown as Readable; // a streamx Readable: pipes and destroys like a Node one
+/** The message of an error envelope (our server's), else the body as it came (S3's XML). */
+function errorText(body: string): string {
+  try {
+    const parsed = JSON.parse(body) as { error?: unknown };
+    if (typeof parsed.error === 'string') return parsed.error;
+  } catch {
+    // not JSON
+  }
+  return body;
 }
 
 function lowerKeys(h: Record<string, string>): Record<string, string> {
@@ -99,29 +151,41 @@ function lowerKeys(h: Record<string, string>): Record<string, string> {
 }
 
 /**
- * PUTs a body to a signed URL. node:http rather than fetch: a streamed body through fetch's
- * web streams costs about twice the CPU. Settles with the response, even one that comes
- * before the whole body was sent (a refusal); the rest of the body is then dropped.
+ * PUTs to a signed URL, the body written by `write`. node:http rather than fetch: a streamed
+ * body through fetch's web streams costs about twice the CPU. Settles with the response, even
+ * one that comes before the whole body was sent (a refusal); the writer then stops.
  */
-function put(url: string, headers: Record<string, string>, body: Buffer | Readable): Promise<{ status: number; text: string }> {
+function put(
+  url: string,
+  headers: Record<string, string>,
+  write: (req: http.ClientRequest, stopped: () => boolean) => Promise<void>,
+): Promise<{ status: number; text: string }> {
   const target = new URL(url);
   const request = target.protocol === 'https:' ? https.request : http.request;
   return new Promise((resolve, reject) => {
     let answered = false;
+    let written = false;
     const fail = (err: Error) => {
       if (!answered) reject(err);
     };
     const req = request(target, { method: 'PUT', headers }, (res) => {
       answered = true;
-      if (!Buffer.isBuffer(body)) body.destroy();
       const parts: Buffer[] = [];
       res.on('data', (c: Buffer) => parts.push(c));
       res.on('error', reject);
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(parts).toString() }));
+      res.on('end', () => {
+        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(parts).toString() });
+        if (!written) req.destroy(); // the rest of the body is not wanted
+      });
     });
     req.on('error', fail);
-    if (Buffer.isBuffer(body)) req.end(body);
-    else pipeline(body, req).catch(fail);
+    write(req, () => answered).then(
+      () => (written = true),
+      (err: Error) => {
+        req.destroy();
+        fail(err);
+      },
+    );
   });
 }
 
@@ -150,16 +214,12 @@ export async function deployFolder(
 ): Promise<DeployResult> {
   const listed = await listFolder(folder);
   const files: LocalFile[] = [];
-  let kept = 0; // bytes asked back so far (files up to STREAM_ABOVE, within KEEP_BYTES)
   let hashed = 0;
   const pool = new HashPool(Math.max(1, Math.min(HashPool.DEFAULT_THREADS, listed.length))); // no idle threads for a few files
   try {
     // Two files in flight per thread: the next is queued while one is read.
     await eachLimit(listed, pool.size * 2, async (f) => {
-      const keep = f.size <= STREAM_ABOVE && kept + f.size <= KEEP_BYTES;
-      if (keep) kept += f.size;
-      const { hash, bytes } = await pool.hash(f.absolute, f.size, keep);
-      files.push({ ...f, size: bytes?.length ?? f.size, hash, ...(bytes ? { bytes } : {}) });
+      files.push({ ...f, hash: await pool.hash(f.absolute, f.size) });
       opts.onProgress?.({ phase: 'hashing', done: ++hashed, total: listed.length, bytes: 0 });
     });
   } finally {
@@ -176,6 +236,7 @@ export async function deployFolder(
     { appId, files: listed.map((f) => ({ name: f.name, hash: `sha256-${byName.get(f.name)!.hash}` })) },
   );
   const todo = upload.uploadUrls.filter((u) => !u.exists);
+  const batchUrl = upload.batchUrl;
   let done = 0;
   let bytes = 0;
   const sent = (n: number, size: number) => {
@@ -183,29 +244,30 @@ export async function deployFolder(
     bytes += size;
     opts.onProgress?.({ phase: 'uploading', done, total: todo.length, bytes });
   };
-  const send = async (url: string, headers: Record<string, string>, body: Buffer | Readable, size: number | undefined, what: string) => {
-    // The URL's own headers (Content-Type among them) are the ones its signature expects.
-    const res = await put(url, { 'content-type': 'application/octet-stream', ...lowerKeys(headers), ...(size === undefined ? {} : { 'content-length': String(size) }) }, body).catch(
+  const buffers = new BufferPool(16, 256 * 1024);
+  const send = async (url: string, headers: Record<string, string>, files: LocalFile[], tar: boolean, what: string) => {
+    // The URL's own headers (Content-Type among them) are the ones its signature expects;
+    // a single file's length is known, a batch's tar is sent chunked.
+    const length: Record<string, string> = tar ? {} : { 'content-length': String(files[0].size) };
+    const write = (req: http.ClientRequest, stopped: () => boolean) => writeFiles(req, files, buffers, stopped, { tar });
+    const res = await put(url, { 'content-type': 'application/octet-stream', ...lowerKeys(headers), ...length }, write).catch(
       (err: Error) => {
         throw new Error(`Uploading ${what} failed: ${err.message}`);
       },
     );
-    if (res.status < 200 || res.status > 299) throw new Error(`Uploading ${what} failed (${res.status}): ${res.text}`);
+    if (res.status < 200 || res.status > 299) throw new Error(`Uploading ${what} failed (${res.status}): ${errorText(res.text)}`);
   };
   // Small files travel many to a request when the server offers a batch URL; big ones (and
   // all of them on S3, where each goes straight to the bucket) one per signed URL.
-  const batchUrl = upload.batchUrl;
-  const inBatch = (f: LocalFile) => batchUrl !== undefined && f.size <= STREAM_ABOVE;
+  const inBatch = (f: LocalFile) => batchUrl !== undefined && f.size <= BATCH_ABOVE;
   await eachLimit(batches(todo.map((u) => byName.get(u.name)!).filter(inBatch)), 4, async (batch) => {
-    await send(batchUrl!.url, batchUrl!.headers, tarStream(batch), undefined, `${batch.length} files (${batch[0].name}, …)`);
+    await send(batchUrl!.url, batchUrl!.headers, batch, true, `${batch.length} files (${batch[0].name}, …)`);
     sent(batch.length, batch.reduce((n, f) => n + f.size, 0));
   });
   const single = todo.filter((u) => !inBatch(byName.get(u.name)!));
   await eachLimit(single, opts.concurrency ?? 8, async (u) => {
     const file = byName.get(u.name)!;
-    // Small files go as one buffer (a streamed body costs far more per request); big ones stream.
-    const body = file.size <= STREAM_ABOVE ? await bytesOf(file) : createReadStream(file.absolute);
-    await send(u.url, u.headers, body, file.size, u.name);
+    await send(u.url, u.headers, [file], false, u.name);
     sent(1, file.size);
   });
   const version = await client.post<DeployResult['version']>(`/v1/version/upload/${upload.uploadId}/complete`, { appId, versionId: upload.versionId });

@@ -1,8 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HarnesslayerClient } from '../../src/sdk/client.js';
+import { deployFolder } from '../../src/sdk/deploy.js';
 import { openBlobStore } from '../../src/storage/blobs/index.js';
 import type { S3BlobStore } from '../../src/storage/blobs/s3.js';
 import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
@@ -92,6 +95,26 @@ describe('S3 driver', () => {
     expect(v2).toMatchObject({ number: 2, parentVersionId: done.body.data.id });
     const back = await t.call('POST', '/v1/version/rollback', { key, body: { appId, toVersionId: done.body.data.id } });
     expect(back.body.data).toMatchObject({ id: done.body.data.id, isHead: true });
+  });
+
+  it('takes `harnesslayer deploy`: one presigned PUT per file, straight to the bucket', async () => {
+    const appId = await createApp('openclaw');
+    const dir = await fs.mkdtemp(path.join(s3Dir, 'deploy-'));
+    const expected: Record<string, Buffer> = {
+      'AGENTS.md': Buffer.from('# deployed to s3\n'),
+      'empty.txt': Buffer.alloc(0),
+      'data/blob.bin': randomBytes(600 * 1024), // read in several chunks
+    };
+    for (const [name, bytes] of Object.entries(expected)) {
+      await fs.mkdir(path.dirname(path.join(dir, name)), { recursive: true });
+      await fs.writeFile(path.join(dir, name), bytes);
+    }
+    const result = await deployFolder(new HarnesslayerClient({ baseUrl: t.url, apiKey: key }), dir, appId);
+    expect(result).toMatchObject({ uploaded: 3, skipped: 0, version: { number: 1, fileCount: 3 } });
+    const files = await download((await t.call('GET', `/v1/version/download/${result.version.id}`, { key })).body.data.url);
+    expect(Object.keys(files).sort()).toEqual(Object.keys(expected).sort());
+    for (const [name, bytes] of Object.entries(expected)) expect(files[name].equals(bytes), name).toBe(true);
+    expect(await keys(`blobs/${hex(expected['data/blob.bin']).slice(0, 2)}/`)).toContain(`deploy/blobs/blobs/${hex(expected['data/blob.bin']).slice(0, 2)}/${hex(expected['data/blob.bin'])}`);
   });
 
   it('keeps small files in the database as well, binary ones too (a read from the bucket is a round trip)', async () => {
