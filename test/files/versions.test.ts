@@ -35,9 +35,11 @@ async function complete(appId: string, up: { uploadId: string; versionId: string
 
 const blobDir = () => t.config.storage.slice('file:'.length);
 
+/** Files under `dir`, but not those of discarded staging areas being deleted in the background. */
 async function listFiles(dir: string): Promise<string[]> {
   const entries = await fs.readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
-  return entries.filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
+  const trash = path.join(blobDir(), 'trash');
+  return entries.filter((e) => e.isFile() && !e.parentPath.startsWith(trash)).map((e) => path.join(e.parentPath, e.name));
 }
 
 describe('version upload → PUT → complete → get → download → rollback', () => {
