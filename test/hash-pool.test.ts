@@ -31,8 +31,8 @@ describe('HashPool', () => {
       expect(pool.size).toBe(3);
       // Twice over: each thread reuses its buffer from one file to the next.
       for (let round = 0; round < 2; round++) {
-        const hashes = await Promise.all(files.map((f, i) => pool.hash(f, contents[i].length)));
-        expect(hashes).toEqual(contents.map(sha256));
+        const hashed = await Promise.all(files.map((f) => pool.hash(f)));
+        expect(hashed).toEqual(contents.map((c) => ({ hash: sha256(c), size: c.length })));
       }
     } finally {
       await pool.close();
@@ -44,9 +44,9 @@ describe('HashPool', () => {
     const file = path.join(dir, 'present');
     await fs.writeFile(file, 'here');
     try {
-      await expect(pool.hash(path.join(dir, 'gone'), 10)).rejects.toThrow(/ENOENT/);
-      await expect(pool.hash(dir, 10)).rejects.toThrow(/EISDIR/);
-      expect(await pool.hash(file, 4)).toBe(sha256(Buffer.from('here')));
+      await expect(pool.hash(path.join(dir, 'gone'))).rejects.toThrow(/ENOENT/);
+      await expect(pool.hash(dir)).rejects.toThrow(/EISDIR/);
+      expect(await pool.hash(file)).toEqual({ hash: sha256(Buffer.from('here')), size: 4 });
     } finally {
       await pool.close();
     }
@@ -55,6 +55,6 @@ describe('HashPool', () => {
   it('refuses work once its threads have stopped', async () => {
     const pool = new HashPool(1);
     await pool.close();
-    await expect(pool.hash(path.join(dir, 'present'), 4)).rejects.toThrow(/hashing threads have stopped/);
+    await expect(pool.hash(path.join(dir, 'present'))).rejects.toThrow(/hashing threads have stopped/);
   });
 });

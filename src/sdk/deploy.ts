@@ -18,7 +18,7 @@ export interface LocalFile {
 }
 
 /** Files under `folder`, minus `.git`, `node_modules` and what `.harnesslayerignore` excludes (gitignore syntax). */
-export async function listFolder(folder: string): Promise<{ name: string; absolute: string; size: number }[]> {
+export async function listFolder(folder: string): Promise<{ name: string; absolute: string }[]> {
   const root = path.resolve(folder);
   const rules = ignore().add(['.git', 'node_modules', '.harnesslayerignore']);
   try {
@@ -26,8 +26,9 @@ export async function listFolder(folder: string): Promise<{ name: string; absolu
   } catch {
     // No ignore file: every file counts.
   }
-  const out: { name: string; absolute: string; size: number }[] = [];
-  // All entries are looked at concurrently (libuv queues the stats); the result is sorted below.
+  const out: { name: string; absolute: string }[] = [];
+  // Directories are read concurrently; the result is sorted below. No stat per file: hashing
+  // reads each file whole and reports its size.
   const walk = async (dir: string): Promise<void> => {
     const entries = await fs.readdir(dir, { withFileTypes: true });
     await Promise.all(
@@ -36,7 +37,7 @@ export async function listFolder(folder: string): Promise<{ name: string; absolu
         const name = path.relative(root, absolute).split(path.sep).join('/');
         if (rules.ignores(entry.isDirectory() ? `${name}/` : name)) return;
         if (entry.isDirectory()) await walk(absolute);
-        else if (entry.isFile()) out.push({ name, absolute, size: (await fs.stat(absolute)).size });
+        else if (entry.isFile()) out.push({ name, absolute });
         // Symbolic links and other special files are not part of a bundle.
       }),
     );
@@ -219,7 +220,7 @@ export async function deployFolder(
   try {
     // Two files in flight per thread: the next is queued while one is read.
     await eachLimit(listed, pool.size * 2, async (f) => {
-      files.push({ ...f, hash: await pool.hash(f.absolute, f.size) });
+      files.push({ ...f, ...(await pool.hash(f.absolute)) });
       opts.onProgress?.({ phase: 'hashing', done: ++hashed, total: listed.length, bytes: 0 });
     });
   } finally {

@@ -17,30 +17,40 @@ const buf = Buffer.allocUnsafeSlow(1024 * 1024);
 parentPort.on('message', ({ id, file }) => {
   try {
     const h = createHash('sha256');
+    let size = 0;
     const fd = fs.openSync(file, 'r');
     try {
       let n;
-      while ((n = fs.readSync(fd, buf, 0, buf.length, null)) > 0) h.update(buf.subarray(0, n));
+      while ((n = fs.readSync(fd, buf, 0, buf.length, null)) > 0) {
+        h.update(buf.subarray(0, n));
+        size += n;
+      }
     } finally {
       fs.closeSync(fd);
     }
-    parentPort.postMessage({ id, hash: h.digest('hex') });
+    parentPort.postMessage({ id, hash: h.digest('hex'), size });
   } catch (err) {
     parentPort.postMessage({ id, error: err.message });
   }
 });
 `;
 
+interface Reply {
+  id: number;
+  hash?: string;
+  size?: number;
+  error?: string;
+}
+
 interface Pending {
-  resolve: (hash: string) => void;
+  resolve: (r: { hash: string; size: number }) => void;
   reject: (err: Error) => void;
   worker: number;
-  size: number;
 }
 
 export class HashPool {
   private readonly workers: Worker[];
-  /** Bytes queued on each worker: a file goes to the least loaded one. */
+  /** Files queued on each worker: a file goes to the least loaded one. */
   private readonly queued: number[];
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
@@ -51,7 +61,7 @@ export class HashPool {
   constructor(threads = HashPool.DEFAULT_THREADS) {
     this.workers = Array.from({ length: threads }, (_, w) => {
       const worker = new Worker(WORKER_SOURCE, { eval: true });
-      worker.on('message', (m: { id: number; hash?: string; error?: string }) => this.settle(m));
+      worker.on('message', (m: Reply) => this.settle(m));
       worker.on('error', (err) => this.fail(w, err));
       worker.on('exit', (code) => this.fail(w, new Error(`a hashing thread exited (${code})`)));
       return worker;
@@ -63,25 +73,25 @@ export class HashPool {
     return this.workers.length;
   }
 
-  /** The file's sha256 (hex). `size` only balances the threads' queues. */
-  hash(file: string, size: number): Promise<string> {
+  /** The file's sha256 (hex) and size, as read. */
+  hash(file: string): Promise<{ hash: string; size: number }> {
     const worker = this.queued.indexOf(Math.min(...this.queued));
     if (!Number.isFinite(this.queued[worker])) return Promise.reject(new Error('the hashing threads have stopped'));
     const id = this.nextId++;
-    this.queued[worker] += size;
+    this.queued[worker]++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, worker, size });
+      this.pending.set(id, { resolve, reject, worker });
       this.workers[worker].postMessage({ id, file });
     });
   }
 
-  private settle(m: { id: number; hash?: string; error?: string }): void {
+  private settle(m: Reply): void {
     const p = this.pending.get(m.id);
     if (!p) return;
     this.pending.delete(m.id);
-    this.queued[p.worker] -= p.size;
+    this.queued[p.worker]--;
     if (m.error !== undefined) p.reject(new Error(m.error));
-    else p.resolve(m.hash!);
+    else p.resolve({ hash: m.hash!, size: m.size! });
   }
 
   private fail(worker: number, err: Error): void {
