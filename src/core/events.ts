@@ -20,12 +20,13 @@ import type { StoredEvent } from '../storage/schema.js';
 /**
  * `events`: an instance has new events (payload: instance id); `stop`: stop it; `runs`: a run is
  * queued; `apps`: an organization's app rows changed (payload: organization id; raised by a
- * trigger on PostgreSQL, see src/core/app-cache.ts).
+ * trigger on PostgreSQL, see src/core/app-cache.ts); `jobs`: a job was queued (payload: its
+ * name; a NOTIFY that `Queue.send` raises in the sending transaction, on both databases).
  */
-export type SignalChannel = 'events' | 'stop' | 'runs' | 'apps';
+export type SignalChannel = 'events' | 'stop' | 'runs' | 'apps' | 'jobs';
 export type Signal = (channel: SignalChannel, payload: string) => Promise<void>;
 
-const PG_CHANNELS: Record<SignalChannel, string> = { events: 'hl_events', stop: 'hl_stop', runs: 'hl_runs', apps: 'hl_apps' };
+export const PG_CHANNELS: Record<SignalChannel, string> = { events: 'hl_events', stop: 'hl_stop', runs: 'hl_runs', apps: 'hl_apps', jobs: 'hl_jobs' };
 const FROM_PG = new Map(Object.entries(PG_CHANNELS).map(([k, v]) => [v, k as SignalChannel]));
 const RECONNECT_MS = 500;
 
@@ -37,9 +38,10 @@ export class EventHub {
 
   constructor(private readonly database: Database) {}
 
-  /** Opens the LISTEN connection (PostgreSQL). */
+  /** Opens the LISTEN connection (PostgreSQL); on PGlite, LISTENs for the queue's NOTIFYs. */
   async start(): Promise<void> {
     if (this.database.kind === 'postgres') await this.connect();
+    else await this.database.listen?.(PG_CHANNELS.jobs, (payload) => this.emit('jobs', payload));
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,6 @@
 import { CompiledQuery } from 'kysely';
 import PgBoss from 'pg-boss';
+import { PG_CHANNELS } from '../core/events.js';
 import type { Database, Tx } from '../storage/db.js';
 
 /**
@@ -62,23 +63,33 @@ export class Queue {
     this.started = true;
   }
 
-  /** Enqueue; pass the transaction that makes the job necessary so both commit together. */
+  /**
+   * Enqueue; pass the transaction that makes the job necessary so both commit together. Its
+   * workers, in every process, are woken when it commits (a NOTIFY on `jobs`, which
+   * `registerWorkers` turns into `wake`), so they need not poll often.
+   */
   async send(name: JobName, data: object, opts: { tx?: Tx; singletonKey?: string; expireInSeconds?: number; startAfter?: Date } = {}): Promise<string | null> {
-    const db = opts.tx ? txExecutor(opts.tx) : undefined;
-    return this.boss.send(name, data, {
-      ...(db ? { db } : {}),
+    const db = opts.tx ? txExecutor(opts.tx) : this.database;
+    const id = await this.boss.send(name, data, {
+      ...(opts.tx ? { db } : {}),
       ...(opts.singletonKey ? { singletonKey: opts.singletonKey } : {}),
       // Not before this time (scheduled retries).
       ...(opts.startAfter ? { startAfter: opts.startAfter } : {}),
       // Long jobs hold a lease: past it, pg-boss takes the job for dead and retries it.
       expireInSeconds: opts.expireInSeconds ?? this.opts.leaseSeconds ?? 300,
     });
+    if (!opts.startAfter) await db.executeSql('select pg_notify($1, $2)', [PG_CHANNELS.jobs, name]);
+    return id;
   }
 
+  /**
+   * Registers a worker. Sent jobs wake it (see `send`); its polling only finds jobs that were
+   * scheduled (`startAfter`), retried or expired, so it polls every 5 s unless told otherwise.
+   */
   async work(name: JobName, handler: JobHandler, opts: { pollingIntervalSeconds?: number; batchSize?: number } = {}): Promise<void> {
     const id = await this.boss.work<Record<string, unknown>>(
       name,
-      { pollingIntervalSeconds: opts.pollingIntervalSeconds ?? 0.5, batchSize: opts.batchSize ?? 1 },
+      { pollingIntervalSeconds: opts.pollingIntervalSeconds ?? 5, batchSize: opts.batchSize ?? 1 },
       async (jobs) => {
         for (const job of jobs) await handler(job.data);
       },

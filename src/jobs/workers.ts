@@ -1,4 +1,5 @@
 import type { Ctx } from '../core/context.js';
+import type { JobName } from './queue.js';
 import { purgeApp } from '../core/apps.js';
 import { purgeProfile } from '../core/profiles.js';
 import { processSyncRange, startSync } from '../sync/job.js';
@@ -11,6 +12,8 @@ import { processInbound, processReply } from '../channels/sendblue.js';
 
 /** Thin handlers: each job is one call into core. */
 export async function registerWorkers(ctx: Ctx): Promise<void> {
+  // A job sent anywhere wakes this process's workers of its name once its transaction commits.
+  ctx.events.on('jobs', (name) => ctx.queue.wake(name as JobName));
   await ctx.queue.work('delete-app', (d) => purgeApp(ctx, String(d.appId)));
   await ctx.queue.work('delete-profile', (d) => purgeProfile(ctx, String(d.profileId)));
   await ctx.queue.work('materialize-snapshot', (d) =>
@@ -25,9 +28,11 @@ export async function registerWorkers(ctx: Ctx): Promise<void> {
   }
   // Agent turns: `runConcurrency` at a time, the stop listener and the lease reaper.
   await startRunWorkers(ctx);
-  // Channels: webhook deliveries (two at a time: an attempt may wait 10 s), iMessages.
+  // Channels: webhook deliveries (two at a time: an attempt may wait 10 s), iMessages. Failed
+  // deliveries come back as jobs scheduled for their backoff time, which only polling finds.
   installChannelHooks();
-  for (let i = 0; i < 2; i++) await ctx.queue.work('deliver-webhook', (d) => deliverWebhook(ctx, { deliveryId: String(d.deliveryId), ...attemptOf(d) }));
+  const retried = { pollingIntervalSeconds: 0.5 };
+  for (let i = 0; i < 2; i++) await ctx.queue.work('deliver-webhook', (d) => deliverWebhook(ctx, { deliveryId: String(d.deliveryId), ...attemptOf(d) }), retried);
   await ctx.queue.work('sendblue-inbound', (d) => processInbound(ctx, { channelId: String(d.channelId), messageHandle: String(d.messageHandle) }));
-  await ctx.queue.work('sendblue-reply', (d) => processReply(ctx, { channelId: String(d.channelId), messageHandle: String(d.messageHandle), ...attemptOf(d) }));
+  await ctx.queue.work('sendblue-reply', (d) => processReply(ctx, { channelId: String(d.channelId), messageHandle: String(d.messageHandle), ...attemptOf(d) }), retried);
 }

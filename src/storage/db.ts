@@ -17,6 +17,11 @@ export interface Database {
   executeSql(text: string, values?: unknown[]): Promise<{ rows: unknown[] }>;
   connectionString: string | undefined;
   pglite: PGlite | undefined;
+  /**
+   * PGlite: LISTENs on `channel` (through the same mutex); a NOTIFY arrives once its
+   * transaction commits. PostgreSQL has none: the EventHub holds its own LISTEN connection.
+   */
+  listen?(channel: string, onPayload: (payload: string) => void): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -62,6 +67,9 @@ export async function openDatabase(opts: { databaseUrl?: string; dataDir?: strin
         const results = await pglite.exec(text);
         return results.at(-1) ?? { rows: [] };
       });
+    },
+    async listen(channel, onPayload) {
+      await mutex.run(() => pglite.listen(channel, onPayload));
     },
     async close() {
       await db.destroy();

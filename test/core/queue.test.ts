@@ -1,0 +1,52 @@
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
+
+// Workers poll every few seconds; a job sent in a transaction wakes them when it commits.
+
+let t: TestServer;
+beforeAll(async () => {
+  t = await startTestServer();
+});
+afterAll(async () => t?.close());
+
+describe('job queue', () => {
+  it('signals a sent job once its transaction commits, never for one rolled back', async () => {
+    const seen: string[] = [];
+    const off = t.ctx.events.on('jobs', (name) => seen.push(name));
+    const wake = vi.spyOn(t.ctx.queue, 'wake');
+    try {
+      await t.ctx.db
+        .transaction()
+        .execute(async (tx) => {
+          await t.ctx.queue.send('materialize-snapshot', { organizationId: 'org_none', stateId: 'state_none', source: {} }, { tx });
+          throw new Error('roll back');
+        })
+        .catch(() => undefined);
+      await t.ctx.db.transaction().execute(async (tx) => {
+        await t.ctx.queue.send('delete-profile', { profileId: 'profile_none' }, { tx });
+        expect(seen).toEqual([]); // not before the commit
+      });
+      // Signals arrive in commit order: once the second is here, the first would have been too.
+      await eventually(async () => seen.length > 0, 'the signal of the committed job');
+      expect(seen).toEqual(['delete-profile']);
+      // registerWorkers turns it into a wake-up of this process's workers of that name.
+      expect(wake.mock.calls).toEqual([['delete-profile']]);
+    } finally {
+      off();
+      wake.mockRestore();
+    }
+  });
+
+  it('does not signal a job scheduled for later: polling finds it when it is due', async () => {
+    const seen: string[] = [];
+    const off = t.ctx.events.on('jobs', (name) => seen.push(name));
+    try {
+      await t.ctx.queue.send('deliver-webhook', { deliveryId: 'delivery_none', attempt: 2 }, { startAfter: new Date(Date.now() + 3_600_000) });
+      await t.ctx.queue.send('delete-app', { appId: 'app_none' });
+      await eventually(async () => seen.length > 0, 'the signal of the job sent without a transaction');
+      expect(seen).toEqual(['delete-app']);
+    } finally {
+      off();
+    }
+  });
+});
