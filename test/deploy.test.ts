@@ -127,6 +127,10 @@ describe('harnesslayer deploy', () => {
       await expect(deployFolder(client, dir, 'too-big')).rejects.toThrow(
         /^Uploading 64 files \(part-0\.bin, …\) failed \(413\): .*exceed the bundle limit of 1048576 bytes/,
       );
+      // A file sent on its own is refused on its Content-Length, before any of its 12 MiB is read.
+      const single = await appAndFolder('too-big-single');
+      await fs.writeFile(path.join(single.dir, 'big.bin'), randomBytes(12 * 1024 * 1024));
+      await expect(deployFolder(single.client, single.dir, 'too-big-single')).rejects.toThrow(/^Uploading big\.bin failed \(413\): A file may hold at most 1048576 bytes\.$/);
     } finally {
       t.config.maxBundleBytes = limit;
     }
