@@ -2,6 +2,7 @@
  * The `claude` runtime against the real SDK and its bundled Claude Code, talking to a fake
  * Messages API (and a fake MCP server) on loopback. No database.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -52,6 +53,22 @@ async function moveSession(from: { cwd: string; configDir: string }, sessionId: 
   const to = await profileDirs();
   await importTranscript(to.configDir, to.cwd, sessionId, jsonl!);
   return to;
+}
+
+/** The processes whose parent is `pid`, with their command lines (from /proc; Linux). */
+function childrenOf(pid: number): { pid: number; cmdline: string }[] {
+  const out: { pid: number; cmdline: string }[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      // "pid (comm) state ppid ...": the comm may hold spaces, so split after its ')'.
+      if (Number(readFileSync(`/proc/${name}/stat`, 'utf8').split(') ')[1]?.split(' ')[1]) !== pid) continue;
+      out.push({ pid: Number(name), cmdline: readFileSync(`/proc/${name}/cmdline`, 'utf8') });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
 }
 
 beforeEach(async () => {
@@ -245,6 +262,25 @@ describe('claude runtime', () => {
     expect(result).toMatchObject({ status: 'completed', output: 'Whole answer.' });
     expect(fake.requests.map((r) => r.body.stream)).toEqual([true, false]);
     expect(of('message')).toEqual([{ role: 'assistant', content: 'Whole answer.' }]);
+  });
+
+  it('fails a turn whose Claude Code dies mid-stream, keeping what it had streamed', async () => {
+    const dirs = await profileDirs();
+    const slow = fake.script({ blocks: [{ type: 'text', text: ['Half ', 'NEVER-STREAMED'] }], pauseAfter: 1 });
+    let killed: number | undefined;
+    const onEvent = (e: RuntimeEvent) => {
+      if (e.type !== 'text.delta' || killed !== undefined) return;
+      // Claude Code is this process's child (started through setpriv, which execs in place).
+      killed = childrenOf(process.pid).find((c) => c.cmdline.includes('claude-agent-sdk'))?.pid;
+      if (killed) process.kill(killed, 'SIGKILL');
+    };
+    const { result, of, streamed } = await turn({ ...dirs, prompt: 'tell me slowly', onEvent });
+    await slow.paused;
+    expect(killed).toBeGreaterThan(0);
+    expect(streamed).toBe('Half ');
+    expect(result).toMatchObject({ status: 'failed', output: 'Half ' });
+    expect(result.error).toMatch(/^Claude Code failed: .*SIGKILL/);
+    expect(of('error')).toEqual([{ message: result.error, code: 'runtime_error' }]);
   });
 
   it('fails a turn that runs past its timeout', async () => {
