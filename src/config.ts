@@ -10,6 +10,8 @@ export interface Config {
   /** `file:<dir>` or `s3://bucket/prefix`. */
   storage: string;
   s3: { endpoint: string | undefined; region: string | undefined };
+  /** With S3: how much of what it read a worker keeps on its disk (0: nothing). */
+  blobCacheBytes: number;
   publicUrl: string;
   userKey: string | undefined;
   /** Undefined: generated into the data dir on first start. */
@@ -84,6 +86,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     allowPrivateUrls: overrides.allowPrivateUrls ?? (allow === '1' || allow === 'true'),
     maxBodyBytes: overrides.maxBodyBytes ?? int(env, 'HARNESSLAYER_MAX_BODY_BYTES', 32 * 1024 * 1024),
     maxBundleBytes: overrides.maxBundleBytes ?? int(env, 'HARNESSLAYER_MAX_BUNDLE_BYTES', 1024 * 1024 * 1024),
+    blobCacheBytes: overrides.blobCacheBytes ?? int(env, 'HARNESSLAYER_BLOB_CACHE_MB', 1024) * 1024 * 1024,
     logLevel: overrides.logLevel ?? (env.LOG_LEVEL || 'info'),
     jobLeaseSeconds: overrides.jobLeaseSeconds ?? Math.max(1, int(env, 'HARNESSLAYER_JOB_LEASE_SECONDS', 300)),
     maintenanceIntervalSeconds: overrides.maintenanceIntervalSeconds ?? Math.max(1, int(env, 'HARNESSLAYER_MAINTENANCE_SECONDS', 30)),

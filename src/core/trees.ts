@@ -256,9 +256,7 @@ export async function readInline(db: Db, hashes: Iterable<string>): Promise<Map<
 
 /** A blob's bytes from the blob store (for contents that are not inline). */
 export async function readStored(ctx: Pick<Ctx, 'blobs'>, hash: string): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const chunk of await ctx.blobs.get(hash)) parts.push(chunk as Buffer);
-  return Buffer.concat(parts);
+  return ctx.blobs.read(hash);
 }
 
 /** A blob as a stream (downloads). */

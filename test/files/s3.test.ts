@@ -2,8 +2,9 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { materialize } from '../../src/runtime/workspace.js';
 import { HarnesslayerClient } from '../../src/sdk/client.js';
 import { deployFolder } from '../../src/sdk/deploy.js';
 import { openBlobStore } from '../../src/storage/blobs/index.js';
@@ -115,6 +116,26 @@ describe('S3 driver', () => {
     expect(Object.keys(files).sort()).toEqual(Object.keys(expected).sort());
     for (const [name, bytes] of Object.entries(expected)) expect(files[name].equals(bytes), name).toBe(true);
     expect(await keys(`blobs/${hex(expected['data/blob.bin']).slice(0, 2)}/`)).toContain(`deploy/blobs/blobs/${hex(expected['data/blob.bin']).slice(0, 2)}/${hex(expected['data/blob.bin'])}`);
+  });
+
+  it('writes a turn\'s workspace from the worker\'s copies of what it read from the bucket before', async () => {
+    const appId = await createApp('openclaw');
+    const files: Bundle = { 'AGENTS.md': '# inline', 'photo.bin': randomBytes(200 * 1024), 'data.bin': randomBytes(100 * 1024) };
+    await deploy(t, key, appId, files);
+    const profile = (await t.call('POST', '/v1/profile/create', { key, body: { appId, identifier: 'cached' } })).body.data;
+    const store = t.ctx.blobs as S3BlobStore;
+    const send = vi.spyOn(store.client, 'send');
+    const gets = () => send.mock.calls.filter(([command]) => command instanceof GetObjectCommand).length;
+    try {
+      for (let turn = 1; turn <= 2; turn++) {
+        const cwd = path.join(s3Dir, `workspace-${turn}`);
+        await materialize(t.ctx, profile.id, cwd);
+        for (const [name, bytes] of Object.entries(files)) expect((await fs.readFile(path.join(cwd, name))).equals(Buffer.from(bytes)), name).toBe(true);
+      }
+      expect(gets()).toBe(2); // the two big files, once each
+    } finally {
+      send.mockRestore();
+    }
   });
 
   it('keeps small files in the database as well, binary ones too (a read from the bucket is a round trip)', async () => {

@@ -52,6 +52,8 @@ export interface BlobStore {
   put(hash: string, bytes: Buffer): Promise<void>;
 
   get(hash: string): Promise<Readable>;
+  /** A whole blob in memory (workspace files, merge inputs); on S3 through the worker's cache. */
+  read(hash: string): Promise<Buffer>;
   has(hash: string): Promise<boolean>;
   /** Deletes store objects; missing ones are ignored. */
   delete(hashes: string[]): Promise<void>;

@@ -1,4 +1,6 @@
+import path from 'node:path';
 import type { Config } from '../../config.js';
+import { BlobCache } from './cache.js';
 import type { BlobStore } from './driver.js';
 import { LocalBlobStore, type Signer } from './local.js';
 import { S3BlobStore, parseS3Url } from './s3.js';
@@ -12,7 +14,12 @@ export { S3BlobStore } from './s3.js';
 export async function openBlobStore(config: Config, signer: Signer): Promise<BlobStore> {
   if (config.storage.startsWith('s3://')) {
     const { bucket, prefix } = parseS3Url(config.storage);
-    return new S3BlobStore({ bucket, prefix, endpoint: config.s3.endpoint, region: config.s3.region });
+    let cache: BlobCache | undefined;
+    if (config.blobCacheBytes > 0) {
+      cache = new BlobCache(path.join(config.dataDir, 'blob-cache'), config.blobCacheBytes);
+      await cache.init();
+    }
+    return new S3BlobStore({ bucket, prefix, endpoint: config.s3.endpoint, region: config.s3.region }, cache);
   }
   const store = new LocalBlobStore(config.storage.slice('file:'.length), signer, () => config.publicUrl);
   await store.init();

@@ -289,6 +289,10 @@ export class LocalBlobStore implements BlobStore {
     return handle.createReadStream();
   }
 
+  read(hash: string): Promise<Buffer> {
+    return fs.readFile(this.casPath(hash));
+  }
+
   async has(hash: string): Promise<boolean> {
     return exists(this.casPath(hash));
   }

@@ -12,6 +12,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import type { BlobCache } from './cache.js';
 import { casKey, stagedKey, type BlobStore, type StagedCheck } from './driver.js';
 
 export interface S3Options {
@@ -40,7 +41,11 @@ export class S3BlobStore implements BlobStore {
   readonly kind = 's3' as const;
   readonly client: S3Client;
 
-  constructor(private readonly opts: S3Options) {
+  constructor(
+    private readonly opts: S3Options,
+    /** This worker's copies of blobs it read (`read`); none: every read is a GET. */
+    private readonly cache?: BlobCache,
+  ) {
     this.client = new S3Client({
       region: opts.region ?? 'us-east-1',
       ...(opts.endpoint ? { endpoint: opts.endpoint, forcePathStyle: true } : {}),
@@ -151,6 +156,15 @@ export class S3BlobStore implements BlobStore {
     const body = await this.getObject(this.key(casKey(hash)));
     if (!body) throw new Error(`blob ${hash} is missing from the store`);
     return body;
+  }
+
+  read(hash: string): Promise<Buffer> {
+    const fetch = async () => {
+      const parts: Buffer[] = [];
+      for await (const chunk of await this.get(hash)) parts.push(chunk as Buffer);
+      return Buffer.concat(parts);
+    };
+    return this.cache ? this.cache.read(hash, fetch) : fetch();
   }
 
   async has(hash: string): Promise<boolean> {
