@@ -38,8 +38,15 @@ describe('BlobCache', () => {
     expect((await c.read(a.hash, s.fetch)).equals(a.bytes)).toBe(true);
     expect((await c.read(a.hash, s.fetch)).equals(a.bytes)).toBe(true);
     expect(s.calls).toBe(1);
-    // A new process finds the copies already on disk.
+    // A new process finds the copies already on disk, and deletes temp files left long ago.
+    const stale = path.join(root, 'once', 'tmp', '999999-0');
+    const fresh = path.join(root, 'once', 'tmp', '999999-1');
+    await fs.writeFile(stale, 'left by a stopped process');
+    await fs.writeFile(fresh, 'being written by another');
+    const longAgo = new Date(Date.now() - 2 * 3_600_000);
+    await fs.utimes(stale, longAgo, longAgo);
     const again = await cache('once', 1024 * 1024);
+    expect(await fs.readdir(path.join(root, 'once', 'tmp'))).toEqual(['999999-1']);
     expect((await again.read(a.hash, s.fetch)).equals(a.bytes)).toBe(true);
     expect(s.calls).toBe(1);
   });

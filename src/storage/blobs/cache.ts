@@ -20,9 +20,17 @@ export class BlobCache {
     readonly maxBytes: number,
   ) {}
 
-  /** Makes the directory and takes in the copies already there, oldest first. */
+  /**
+   * Makes the directory and takes in the copies already there, oldest first. Temp files an
+   * hour old were left by a process that stopped while writing (a copy takes far less).
+   */
   async init(): Promise<void> {
-    await fs.mkdir(path.join(this.dir, 'tmp'), { recursive: true });
+    const tmp = path.join(this.dir, 'tmp');
+    await fs.mkdir(tmp, { recursive: true });
+    for (const name of await fs.readdir(tmp)) {
+      const st = await fs.stat(path.join(tmp, name)).catch(() => undefined);
+      if (st && Date.now() - st.mtimeMs > 3_600_000) await fs.rm(path.join(tmp, name), { force: true });
+    }
     const found: { hash: string; size: number; at: number }[] = [];
     for (const sub of await fs.readdir(this.dir)) {
       if (!/^[0-9a-f]{2}$/.test(sub)) continue;
