@@ -47,8 +47,13 @@ describe.runIf(TEST_DB_KIND === 'pglite')('openclaw runtime', { timeout: 240_000
       anthropicApiKey: fake.apiKey,
       maxGateways: 1,
       startTimeoutMs: 240_000,
-      // Short enough for the hung-gateway test, long enough for a loaded machine.
-      healthIntervalMs: 5_000,
+      // Short enough for the hung-gateway test. Long enough for a loaded machine: at 5 s, a
+      // gateway restarted under the full suite's load missed two checks and was killed.
+      healthIntervalMs: 15_000,
+      // The supervisor's own lines (a health kill) say why a turn failed.
+      onLog: (key, line) => {
+        if (line.startsWith('[harnesslayer]')) console.log(`[openclaw ${key}] ${line}`);
+      },
     });
     const started = Date.now();
     const lease = await pool.acquire(APP);
@@ -191,7 +196,7 @@ describe.runIf(TEST_DB_KIND === 'pglite')('openclaw runtime', { timeout: 240_000
 
     fake.script({ blocks: [{ type: 'text', text: 'Back again.' }] });
     const two = await turn({ workspaceDir, sessionKey: 'crash', prompt: 'are you there?' });
-    expect(two.result).toMatchObject({ status: 'completed', output: 'Back again.' });
+    expect(two.result, String(two.result.error)).toMatchObject({ status: 'completed', output: 'Back again.' });
     const [after] = pool.running;
     expect(after.pid).not.toBe(before.pid);
     // The transcript outlived the process: the new gateway's request holds the first input.
@@ -206,7 +211,7 @@ describe.runIf(TEST_DB_KIND === 'pglite')('openclaw runtime', { timeout: 240_000
 
     fake.script({ blocks: [{ type: 'text', text: 'Fresh start.' }] });
     const { result } = await turn({ workspaceDir: await workspace(), sessionKey: 'after-hang', prompt: 'hello again' });
-    expect(result).toMatchObject({ status: 'completed', output: 'Fresh start.' });
+    expect(result, String(result.error)).toMatchObject({ status: 'completed', output: 'Fresh start.' });
     expect(pool.running[0].pid).not.toBe(hung.pid);
   }, 300_000);
 
