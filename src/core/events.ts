@@ -18,15 +18,15 @@ import type { StoredEvent } from '../storage/schema.js';
  */
 
 /**
- * `events`: an instance has new events (payload: instance id); `stop`: stop it; `runs`: a run is
- * queued; `apps`: an organization's app rows changed (payload: organization id; raised by a
- * trigger on PostgreSQL, see src/core/app-cache.ts); `jobs`: a job was queued (payload: its
- * name; a NOTIFY that `Queue.send` raises in the sending transaction, on both databases).
+ * `events`: an instance has new events (payload: instance id); `stop`: stop it; `apps`: an
+ * organization's app rows changed (payload: organization id; raised by a trigger on
+ * PostgreSQL, see src/core/app-cache.ts); `jobs`: a job was queued (payload: its name; a
+ * NOTIFY that `Queue.send` raises in the sending transaction, on both databases).
  */
-export type SignalChannel = 'events' | 'stop' | 'runs' | 'apps' | 'jobs';
+export type SignalChannel = 'events' | 'stop' | 'apps' | 'jobs';
 export type Signal = (channel: SignalChannel, payload: string) => Promise<void>;
 
-export const PG_CHANNELS: Record<SignalChannel, string> = { events: 'hl_events', stop: 'hl_stop', runs: 'hl_runs', apps: 'hl_apps', jobs: 'hl_jobs' };
+export const PG_CHANNELS: Record<SignalChannel, string> = { events: 'hl_events', stop: 'hl_stop', apps: 'hl_apps', jobs: 'hl_jobs' };
 const FROM_PG = new Map(Object.entries(PG_CHANNELS).map(([k, v]) => [v, k as SignalChannel]));
 const RECONNECT_MS = 500;
 
@@ -100,7 +100,7 @@ export class EventHub {
     this.emitter.emit(channel, payload);
   }
 
-  /** Every signal on `channel` (e.g. `stop` for the workers, `runs` for the queue). */
+  /** Every signal on `channel` (e.g. `stop` for the workers, `jobs` for the queue). */
   on(channel: SignalChannel, listener: (payload: string) => void): () => void {
     this.emitter.on(channel, listener);
     return () => this.emitter.off(channel, listener);

@@ -88,7 +88,7 @@ export async function startRun(ctx: Ctx, organizationId: string, input: RunInput
       .where('organizationId', '=', organizationId)
       .where('id', '=', sessionId)
       .execute();
-    await enqueueRun(ctx, tx, signal, instanceId);
+    await enqueueRun(ctx, tx, instanceId);
     return { instanceId, sessionId, profileId: profile.id, status: 'queued' as const };
   });
 }

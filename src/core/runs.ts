@@ -23,12 +23,11 @@ const OPEN = ['queued', 'running'] as const;
 /** Steps other subsystems add when an instance ends, in its final transaction (e.g. channel webhooks). */
 export const instanceEndedHooks: ((ctx: Ctx, tx: Tx, instance: Instance) => Promise<void>)[] = [];
 
-/** Sends the instance's run-instance job and wakes idle workers in every process. */
-export async function enqueueRun(ctx: Ctx, tx: Tx, signal: Signal, instanceId: string): Promise<void> {
+/** Sends the instance's run-instance job (it wakes idle workers in every process at commit). */
+export async function enqueueRun(ctx: Ctx, tx: Tx, instanceId: string): Promise<void> {
   // The job outlives the turn's timeout, so the queue never fails it while the turn runs.
   await ctx.queue.send('run-instance', { instanceId }, { tx, expireInSeconds: ctx.config.runTimeoutSeconds + 120 });
   await tx.updateTable('instances').set({ enqueuedAt: sql`now()` }).where('id', '=', instanceId).execute();
-  await signal('runs', '');
 }
 
 /**
@@ -149,14 +148,14 @@ export async function finalizeInstance(ctx: Ctx, tx: Tx, signal: Signal, instanc
       .where('organizationId', '=', instance.organizationId)
       .where('id', '=', instance.sessionId)
       .execute();
-    await startNextInSession(ctx, tx, signal, instance.organizationId, instance.sessionId);
+    await startNextInSession(ctx, tx, instance.organizationId, instance.sessionId);
   }
   for (const hook of instanceEndedHooks) await hook(ctx, tx, instance);
   return instance;
 }
 
 /** Enqueues the session's first open instance if it is still queued (the chain). */
-export async function startNextInSession(ctx: Ctx, tx: Tx, signal: Signal, organizationId: string, sessionId: string): Promise<void> {
+export async function startNextInSession(ctx: Ctx, tx: Tx, organizationId: string, sessionId: string): Promise<void> {
   const next = await tx
     .selectFrom('instances')
     .select(['id', 'status'])
@@ -166,7 +165,7 @@ export async function startNextInSession(ctx: Ctx, tx: Tx, signal: Signal, organ
     .orderBy('runOrder')
     .limit(1)
     .executeTakeFirst();
-  if (next?.status === 'queued') await enqueueRun(ctx, tx, signal, next.id);
+  if (next?.status === 'queued') await enqueueRun(ctx, tx, next.id);
 }
 
 /** How long `stop` waits for a running instance to end before answering `running`. */
@@ -243,9 +242,9 @@ export async function reapRuns(ctx: Ctx): Promise<{ failed: number; requeued: nu
                           and e.run_order < i.run_order and e.status in ('queued', 'running'))
      limit 100`.execute(ctx.db);
   for (const { id } of stale.rows) {
-    await ctx.events.transaction(async (tx, signal) => {
+    await ctx.db.transaction().execute(async (tx) => {
       const row = await tx.selectFrom('instances').select('status').where('id', '=', id).forUpdate().executeTakeFirst();
-      if (row?.status === 'queued') await enqueueRun(ctx, tx, signal, id);
+      if (row?.status === 'queued') await enqueueRun(ctx, tx, id);
     });
   }
   return { failed, requeued: stale.rows.length };

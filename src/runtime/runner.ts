@@ -54,8 +54,7 @@ export async function startRunWorkers(ctx: Ctx): Promise<void> {
   const state = runnerOf(ctx);
   state.cleanups.push(ctx.events.on('stop', (id) => state.runs.get(id)?.end('stop')));
   if (ctx.config.runConcurrency > 0) {
-    state.cleanups.push(ctx.events.on('runs', () => ctx.queue.wake('run-instance')));
-    // Polling is only the fallback: a queued run wakes the workers through the `runs` signal.
+    // Polling is only the fallback: a queued run wakes the workers through the `jobs` signal.
     for (let i = 0; i < ctx.config.runConcurrency; i++) {
       await ctx.queue.work('run-instance', (d) => runInstance(ctx, String(d.instanceId)), { pollingIntervalSeconds: 2 });
     }
