@@ -1,7 +1,7 @@
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
-import { TaskLimiter, eachLimit } from './concurrency.js';
+import { eachLimit } from './concurrency.js';
 import type { Ctx } from './context.js';
 import { AppError, BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError } from './errors.js';
 import { newId } from './ids.js';
@@ -111,9 +111,6 @@ export async function receivingUpload(ctx: Ctx, uploadId: string, body: Readable
   }
 }
 
-/** Files up to this size are read into memory and written while the next entries stream in. */
-const BATCH_BUFFER_LIMIT = 1024 * 1024;
-
 export interface BatchResult {
   stored: number;
   mismatched: { name: string; expected: string; actual: string }[];
@@ -125,7 +122,9 @@ export interface BatchResult {
  * file name). Each entry is verified against its declared hash exactly as its own PUT would
  * be: a matching one is staged, a mismatching one stores nothing. Entries that are not
  * regular files or not declared are skipped and reported. The archive's names are only
- * looked up among the declared ones, never used as paths.
+ * looked up among the declared ones, never used as paths. The staged files of one batch are
+ * one pack file (storage/blobs/packs.ts); the entries before a broken or refused one stay
+ * staged.
  */
 export async function receiveBatch(ctx: Ctx, store: LocalBlobStore, uploadId: string, body: Readable): Promise<BatchResult> {
   await receivingUpload(ctx, uploadId, body);
@@ -134,8 +133,8 @@ export async function receiveBatch(ctx: Ctx, store: LocalBlobStore, uploadId: st
   const declared = new Map(upload.files.map((f, index) => [f.name, { index, hash: f.hash }]));
   const limit = ctx.config.maxBundleBytes;
   const result: BatchResult = { stored: 0, mismatched: [], unknown: [] };
-  const writes = new TaskLimiter(8);
-  const check = async (name: string, hash: string, write: () => Promise<unknown>) => {
+  const pack = await store.openPack(uploadId);
+  const check = async (name: string, hash: string, write: () => unknown) => {
     try {
       await write();
       result.stored++;
@@ -159,14 +158,8 @@ export async function receiveBatch(ctx: Ctx, store: LocalBlobStore, uploadId: st
         for await (const _ of entry); // tar-stream entries are streamx streams: drain by iterating
         continue;
       }
-      if (size <= BATCH_BUFFER_LIMIT) {
-        const parts: Buffer[] = [];
-        for await (const chunk of entry) parts.push(chunk as Buffer);
-        const bytes = Buffer.concat(parts);
-        await writes.run(() => check(name, file.hash, () => store.receiveBytes(uploadId, file.index, file.hash, bytes)));
-      } else {
-        await check(name, file.hash, () => store.receive(uploadId, file.index, file.hash, Readable.from(entry), limit));
-      }
+      // Appended as it streams, never gathered in memory: no copy, and less for the collector.
+      await check(name, file.hash, () => pack.addStream(file.index, file.hash, entry as AsyncIterable<Buffer>, limit));
     }
   })();
   const feed = pipeline(body, extract);
@@ -176,13 +169,14 @@ export async function receiveBatch(ctx: Ctx, store: LocalBlobStore, uploadId: st
     extract.destroy();
     body.resume();
     await Promise.allSettled([entries, feed]);
-    await writes.drain();
+    await pack.finish().catch(() => undefined); // the error below says more than a failed index
+
     if (err instanceof AppError) throw err;
     if (err instanceof TooLargeError) throw new PayloadTooLargeError(`A file may hold at most ${limit} bytes; nothing more was stored.`);
     if ((err as NodeJS.ErrnoException).syscall) throw err; // the store failed, not the client
     throw new BadRequestError(`The body is not a complete tar archive (${(err as Error).message}); the files before this point were stored.`);
   }
-  await writes.drain();
+  await pack.finish();
   return result;
 }
 

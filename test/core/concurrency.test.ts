@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TaskLimiter, eachLimit } from '../../src/core/concurrency.js';
+import { eachLimit } from '../../src/core/concurrency.js';
 
 describe('eachLimit', () => {
   it('runs every item once, never more than `limit` at a time', async () => {
@@ -35,52 +35,5 @@ describe('eachLimit', () => {
 
   it('does nothing for no items', async () => {
     await expect(eachLimit([], 4, async () => Promise.reject(new Error('never')))).resolves.toBeUndefined();
-  });
-});
-
-describe('TaskLimiter', () => {
-  it('keeps at most `limit` tasks running while a producer feeds it', async () => {
-    const tasks = new TaskLimiter(2);
-    let running = 0;
-    let peak = 0;
-    const gates: (() => void)[] = [];
-    const done: number[] = [];
-    const feeding = (async () => {
-      for (let n = 0; n < 5; n++) {
-        await tasks.run(async () => {
-          running++;
-          peak = Math.max(peak, running);
-          await new Promise<void>((resolve) => gates.push(resolve));
-          running--;
-          done.push(n);
-        });
-      }
-    })();
-    // Open the gates one by one; the producer can only have two tasks waiting at a time.
-    while (done.length < 5) {
-      await new Promise((resolve) => setImmediate(resolve));
-      expect(running).toBeLessThanOrEqual(2);
-      gates.shift()?.();
-    }
-    await feeding;
-    await tasks.drain();
-    expect(done).toEqual([0, 1, 2, 3, 4]);
-    expect(peak).toBe(2);
-  });
-
-  it('refuses new tasks after a failure and drains to the first failure', async () => {
-    const tasks = new TaskLimiter(4);
-    let started = false;
-    await tasks.run(async () => {
-      throw new Error('first');
-    });
-    await new Promise((resolve) => setImmediate(resolve)); // the failure has been recorded
-    await expect(
-      tasks.run(async () => {
-        started = true;
-      }),
-    ).rejects.toThrow('first');
-    expect(started).toBe(false);
-    await expect(tasks.drain()).rejects.toThrow('first');
   });
 });

@@ -39,21 +39,41 @@ export async function putAll(urls: UploadUrl[], files: Bundle): Promise<number> 
   return sent;
 }
 
+/** PUTs every file the server does not already have, in one tar to the batch URL; returns how many were sent. */
+export async function putAllBatched(batch: BatchUrl, urls: UploadUrl[], files: Bundle): Promise<number> {
+  const todo = urls.filter((u) => !u.exists);
+  if (todo.length === 0) return 0;
+  const res = await putBatch(batch, await tarball(todo.map((u) => ({ name: u.name, data: files[u.name] }))));
+  if (res.status !== 200) throw new Error(`batch PUT failed: ${res.status} ${await res.text()}`);
+  return todo.length;
+}
+
+/** How `deploy` and `commit` send files: each to its own URL (default), or all in one batch PUT. */
+export interface SendOptions {
+  batch?: boolean;
+}
+
+function sendFiles(reply: { uploadUrls: UploadUrl[]; batchUrl?: BatchUrl }, files: Bundle, opts: SendOptions): Promise<number> {
+  if (!opts.batch) return putAll(reply.uploadUrls, files);
+  if (!reply.batchUrl) throw new Error('this store offers no batch URL');
+  return putAllBatched(reply.batchUrl, reply.uploadUrls, files);
+}
+
 /** upload → PUT → complete: the new version. */
-export async function deploy(t: TestServer, key: string, appId: string, files: Bundle, versionId?: string) {
-  const up = await t.call('POST', '/v1/version/upload', { key, body: { appId, files: declare(files), ...(versionId ? { versionId } : {}) } });
+export async function deploy(t: TestServer, key: string, appId: string, files: Bundle, opts: SendOptions & { versionId?: string } = {}) {
+  const up = await t.call('POST', '/v1/version/upload', { key, body: { appId, files: declare(files), ...(opts.versionId ? { versionId: opts.versionId } : {}) } });
   if (up.status !== 200) throw new Error(`upload failed: ${JSON.stringify(up.body)}`);
-  await putAll(up.body.data.uploadUrls, files);
+  await sendFiles(up.body.data, files, opts);
   const done = await t.call('POST', `/v1/version/upload/${up.body.data.uploadId}/complete`, { key, body: { appId, versionId: up.body.data.versionId } });
   if (done.status !== 200) throw new Error(`complete failed: ${JSON.stringify(done.body)}`);
   return done.body.data;
 }
 
 /** state upload → PUT → complete; returns the complete reply (status and body). */
-export async function commit(t: TestServer, key: string, profileId: string, files: Bundle) {
+export async function commit(t: TestServer, key: string, profileId: string, files: Bundle, opts: SendOptions = {}) {
   const up = await t.call('POST', '/v1/state/upload', { key, body: { profileId, files: declare(files) } });
   if (up.status !== 200) throw new Error(`state upload failed: ${JSON.stringify(up.body)}`);
-  await putAll(up.body.data.uploadUrls, files);
+  await sendFiles(up.body.data, files, opts);
   return t.call('POST', `/v1/state/upload/${up.body.data.uploadId}/complete`, { key, body: { profileId, stateId: up.body.data.stateId } });
 }
 

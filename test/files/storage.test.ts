@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LocalBlobStore } from '../../src/storage/blobs/local.js';
 import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
 import { commit, deploy, download, hex, type Bundle } from './bundle.js';
 
@@ -18,15 +19,14 @@ beforeAll(async () => {
 });
 afterAll(async () => t?.close());
 
-/** Content-addressed files on disk (staging and temp excluded). */
+/** Stored contents, in files of their own or in packs (staging and temp excluded). */
 async function storedBlobs(): Promise<Map<string, number>> {
-  const dir = t.config.storage.slice('file:'.length);
-  const out = new Map<string, number>();
-  for (const sub of await fs.readdir(dir)) {
-    if (!/^[0-9a-f]{2}$/.test(sub)) continue;
-    for (const name of await fs.readdir(path.join(dir, sub))) out.set(name, (await fs.stat(path.join(dir, sub, name))).size);
-  }
-  return out;
+  return (t.ctx.blobs as LocalBlobStore).list();
+}
+
+/** Files in the store's pack directory (bytes and indexes). */
+async function packFiles(): Promise<string[]> {
+  return fs.readdir(path.join(t.config.storage.slice('file:'.length), 'packs'));
 }
 
 async function counts() {
@@ -64,7 +64,8 @@ describe('storage cost', () => {
     };
     // Half the profiles exist before the first version, half are created after it.
     for (let i = 0; i < 500; i++) await createProfile(appId, `early-${i}`);
-    const version = await deploy(t, key, appId, v1);
+    // The version's files arrive in one batch PUT (one pack); the profiles' below one by one and in batches.
+    const version = await deploy(t, key, appId, v1, { batch: true });
     for (let i = 0; i < 500; i++) expect((await createProfile(appId, `late-${i}`)).baseVersionId).toBe(version.id);
 
     const withProfiles = await counts();
@@ -76,7 +77,8 @@ describe('storage cost', () => {
     // Three profiles change one file each; two more make the same change.
     const profiles = (await t.ctx.db.selectFrom('profiles').select('id').where('appId', '=', appId).orderBy('identifier').limit(5).execute()).map((p) => p.id);
     for (const [i, id] of profiles.slice(0, 3).entries()) expect((await commit(t, key, id, { ...v1, 'memory.md': `profile ${i} remembers` })).status).toBe(200);
-    for (const id of profiles.slice(3)) expect((await commit(t, key, id, { ...v1, 'memory.md': 'shared memory' })).status).toBe(200);
+    for (const id of profiles.slice(3)) expect((await commit(t, key, id, { ...v1, 'memory.md': 'shared memory' }, { batch: true })).status).toBe(200);
+    expect(await packFiles()).toHaveLength(4); // the version's pack and profile 3's, each with its index
     const changed = await counts();
     expect(changed).toMatchObject({ blobs: 9, treeEntries: 5, overlays: 5, overlayEntries: 4, states: 1005, diskFiles: 9 });
     expect(changed.diskBytes - withProfiles.diskBytes).toBe(3 * Buffer.byteLength('profile 0 remembers') + Buffer.byteLength('shared memory'));
@@ -98,6 +100,7 @@ describe('storage cost', () => {
     expect((await t.call('DELETE', `/v1/app/${appId}`, { key })).status).toBe(200);
     await eventually(async () => (await t.call('GET', `/v1/app/${appId}`, { key })).status === 404, 'app deleted', 60_000);
     expect(await counts()).toMatchObject({ blobs: 0, trees: 0, treeEntries: 0, overlays: 1, overlayEntries: 0, states: 0, versions: 0, diskFiles: 0, diskBytes: 0 });
+    expect(await packFiles()).toEqual([]);
     expect(await t.ctx.db.selectFrom('uploads').select('id').where('appId', '=', appId).execute()).toEqual([]);
   });
 
@@ -105,7 +108,8 @@ describe('storage cost', () => {
     const a = await createApp();
     const b = await createApp();
     const shared = 'shared between apps';
-    await deploy(t, key, a, { 'shared.md': shared, 'only-a.md': 'a' });
+    // App a's files are one pack; deleting app a takes it apart and keeps what others use.
+    await deploy(t, key, a, { 'shared.md': shared, 'only-a.md': 'a', 'gone.md': 'only in a' }, { batch: true });
     const vb = await deploy(t, key, b, { 'shared.md': shared });
     const p = await createProfile(a, 'someone');
     expect((await commit(t, key, p.id, { 'shared.md': shared, 'mine.md': 'mine' })).status).toBe(200);
@@ -118,6 +122,8 @@ describe('storage cost', () => {
     const disk = await storedBlobs();
     expect(disk.has(hex(shared))).toBe(true);
     expect(disk.has(hex('mine'))).toBe(false);
+    expect(disk.has(hex('only in a'))).toBe(false);
+    expect(await packFiles()).toEqual([]);
     // Held by the open upload, so its complete needs no PUT.
     expect(disk.has(hex('a'))).toBe(true);
     const done = await t.call('POST', `/v1/version/upload/${pending.body.data.uploadId}/complete`, { key, body: { appId: b, versionId: pending.body.data.versionId } });

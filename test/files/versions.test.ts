@@ -240,7 +240,10 @@ describe('batch upload URL', () => {
     expect(body.details).toMatchObject({ stored: 1, mismatched: [{ name: 'b.txt', expected: ref('bbb'), actual: ref('not b') }], unknown: ['../c.txt', 'link'] });
     // Only a.txt was staged: nothing reached the content-addressed store, nothing outside staging.
     const added = (await listFiles(blobDir())).filter((f) => !before.includes(f));
-    expect(added.map((f) => path.relative(blobDir(), f))).toEqual([path.join('uploads', up.uploadId, '0')]);
+    // (one pack: its bytes, which are a.txt's alone, and its index)
+    const staged = added.map((f) => path.relative(blobDir(), f)).sort();
+    expect(staged).toEqual([expect.stringMatching(new RegExp(`^uploads/${up.uploadId}/pack-[\\w-]+$`)), expect.stringMatching(/\.idx$/)]);
+    expect(await fs.readFile(path.join(blobDir(), staged[0]), 'utf8')).toBe('aaa');
     const incomplete = await complete(appId, up);
     expect(incomplete.status).toBe(400);
     expect(incomplete.body.details).toEqual({ missing: ['b.txt'], mismatched: [] });
@@ -408,7 +411,7 @@ describe('upload input rules', () => {
 
   it('answers 409 for a versionId already used', async () => {
     const appId = await newApp();
-    await deploy(t, key, appId, { 'a.txt': 'a' }, 'v-taken');
+    await deploy(t, key, appId, { 'a.txt': 'a' }, { versionId: 'v-taken' });
     expect((await upload(appId, { 'b.txt': 'b' }, { versionId: 'v-taken' })).status).toBe(409);
     const open = await upload(appId, { 'b.txt': 'b' }, { versionId: 'v-open' });
     expect(open.status).toBe(200);

@@ -1,10 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { HashMismatchError, TooLargeError, type BlobStore, type StagedCheck } from './driver.js';
+import { INDEX_SUFFIX, PACK_PREFIX, PackWriter, readPackIndex, readPacked, streamPacked, type PackEntry, type PackedBlob } from './packs.js';
 
 export interface Signer {
   sign(payload: string): string;
@@ -13,11 +14,26 @@ export interface Signer {
 
 export type UploadTokenCheck = 'ok' | 'expired' | 'invalid';
 
+/** What this process knows of one staging area's packs. */
+interface StagedPacks {
+  /** Index files read so far. */
+  loaded: Set<string>;
+  /** Upload file index → where its bytes are. */
+  files: Map<number, PackedBlob>;
+  /** Staged pack → its promotion into the store (once per pack, not per file). */
+  promoted: Map<string, Promise<void>>;
+}
+
+/** Staging areas whose packs this process remembers (the ones being completed). */
+const STAGES_KEPT = 64;
+
 /**
- * Blobs as files: `<dir>/<ab>/<hash>`, staged uploads under `<dir>/uploads/<stage>/<index>`.
- * Every write goes to `<dir>/tmp` first and is renamed into place, so a reader never sees
- * half a file. Upload URLs point at our own server (`PUT /v1/blobs/upload/...`), signed with
- * the server secret over (upload, index, hash, expiry).
+ * Blobs as files: `<dir>/<ab>/<hash>`, or many blobs in one pack file, `<dir>/packs/pack-*`
+ * (packs.ts). Staged uploads are under `<dir>/uploads/<stage>/`: `<index>` for a file PUT on
+ * its own, a pack for a batch PUT. Every write goes to `<dir>/tmp` first (a pack's index too)
+ * and is renamed into place, so a reader never sees half a file. Upload URLs point at our own
+ * server (`PUT /v1/blobs/upload/...`), signed with the server secret over (upload, index,
+ * hash, expiry).
  */
 export class LocalBlobStore implements BlobStore {
   readonly kind = 'local' as const;
@@ -26,6 +42,10 @@ export class LocalBlobStore implements BlobStore {
   /** Temp file names: this instance's random prefix and a counter (no random bytes per file). */
   private readonly tmpPrefix = randomBytes(9).toString('base64url');
   private tmpCount = 0;
+  private readonly stages = new Map<string, StagedPacks>();
+  /** The store's packs (bytes file → entries) and, for each packed hash, one place holding it. */
+  private readonly packs = new Map<string, PackEntry[]>();
+  private readonly packed = new Map<string, PackedBlob>();
 
   constructor(
     readonly dir: string,
@@ -38,12 +58,17 @@ export class LocalBlobStore implements BlobStore {
     await fs.mkdir(path.join(this.dir, 'tmp'), { recursive: true });
     await fs.mkdir(path.join(this.dir, 'uploads'), { recursive: true });
     await fs.mkdir(this.trashDir(), { recursive: true });
+    await fs.mkdir(this.packsDir(), { recursive: true });
     // What a process that stopped meanwhile left to delete (see discardStage).
     for (const name of await fs.readdir(this.trashDir())) this.deleteInBackground(path.join(this.trashDir(), name));
   }
 
   private trashDir(): string {
     return path.join(this.dir, 'trash');
+  }
+
+  private packsDir(): string {
+    return path.join(this.dir, 'packs');
   }
 
   private deleteInBackground(dir: string): void {
@@ -64,8 +89,13 @@ export class LocalBlobStore implements BlobStore {
     return path.join(this.dir, 'uploads', stage);
   }
 
+  /** A name no other process or call uses (this instance's prefix and a counter). */
+  private uniqueName(): string {
+    return `${this.tmpPrefix}-${(this.tmpCount++).toString(36)}`;
+  }
+
   private tmpPath(): string {
-    return path.join(this.dir, 'tmp', `${this.tmpPrefix}-${(this.tmpCount++).toString(36)}`);
+    return path.join(this.dir, 'tmp', this.uniqueName());
   }
 
   private static payload(uploadId: string, index: number, hash: string, exp: number): string {
@@ -153,26 +183,16 @@ export class LocalBlobStore implements BlobStore {
   }
 
   /**
-   * `receive` for bytes already in memory (the small files of a batch, up to 1 MiB each). The
-   * file is written and renamed synchronously: one after the other, such writes cost about
-   * half the CPU of thread-pool writes, which contend for the same directories and journal
-   * (docs/PERFORMANCE.md, "Upload"); a write of this size holds the event loop for well under
-   * a millisecond.
+   * A pack to stage the files of one batch PUT in (packs.ts): `add` or `addStream` each file,
+   * then `finish`, which writes the pack's index and so makes its files count.
    */
-  async receiveBytes(uploadId: string, index: number, hash: string, bytes: Buffer): Promise<void> {
-    const actual = createHash('sha256').update(bytes).digest('hex');
-    if (actual !== hash) throw new HashMismatchError(hash, actual);
-    const target = this.stagedPath(uploadId, index);
-    await this.inDir(target, () => {
-      const tmp = this.tmpPath();
-      try {
-        writeFileSync(tmp, bytes);
-        renameSync(tmp, target);
-      } catch (err) {
-        rmSync(tmp, { force: true });
-        throw err;
-      }
+  async openPack(stage: string): Promise<PackWriter> {
+    const file = path.join(this.stageDir(stage), PACK_PREFIX + this.uniqueName());
+    let writer: PackWriter | undefined;
+    await this.inDir(file, () => {
+      writer = PackWriter.open(file, (json) => this.writeAtomically(file + INDEX_SUFFIX, Buffer.from(json)));
     });
+    return writer!;
   }
 
   /** Renames a finished temp file to `target`. */
@@ -201,16 +221,58 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async verifyStaged(stage: string, index: number, _hash: string, inlineLimit: number): Promise<StagedCheck> {
-    // Hashed while it streamed in (receive, receiveBytes) or written by us (putStaged), and
-    // renamed into place only then: a staged file here always holds its declared content.
-    const file = this.stagedPath(stage, index);
-    const stat = await fs.stat(file).catch(() => undefined);
-    if (!stat) return { status: 'missing' };
-    if (stat.size <= inlineLimit) return { status: 'ok', size: stat.size, bytes: await fs.readFile(file) };
-    return { status: 'ok', size: stat.size };
+    // Hashed while it streamed in (receive, PackWriter) or written by us (putStaged), and
+    // renamed into place (a pack: indexed) only then: what is staged holds its declared content.
+    let packed = (await this.stagedPacks(stage, false)).files.get(index);
+    if (!packed) {
+      const file = this.stagedPath(stage, index);
+      const stat = await fs.stat(file).catch(() => undefined);
+      if (stat) return { status: 'ok', size: stat.size, ...(stat.size <= inlineLimit ? { bytes: await fs.readFile(file) } : {}) };
+      packed = (await this.stagedPacks(stage, true)).files.get(index);
+      if (!packed) return { status: 'missing' };
+    }
+    if (packed.size > inlineLimit) return { status: 'ok', size: packed.size };
+    const bytes = await readPacked(packed);
+    return bytes ? { status: 'ok', size: packed.size, bytes } : { status: 'missing' };
+  }
+
+  /**
+   * The packs staged under `stage`, as far as this process has read them; `refresh` reads the
+   * index files that arrived since.
+   */
+  private async stagedPacks(stage: string, refresh: boolean): Promise<StagedPacks> {
+    let known = this.stages.get(stage);
+    if (!known) {
+      known = { loaded: new Set(), files: new Map(), promoted: new Map() };
+      this.stages.set(stage, known);
+      if (this.stages.size > STAGES_KEPT) this.stages.delete(this.stages.keys().next().value!);
+      refresh = true;
+    }
+    if (!refresh) return known;
+    const dir = this.stageDir(stage);
+    for (const name of await readdirOrEmpty(dir)) {
+      if (!name.endsWith(INDEX_SUFFIX) || known.loaded.has(name)) continue;
+      const pack = path.join(dir, name.slice(0, -INDEX_SUFFIX.length));
+      const entries = await readPackIndex(path.join(dir, name)).catch(ignoreMissing);
+      if (!entries || !(await exists(pack))) continue; // discarded meanwhile
+      for (const e of entries) known.files.set(e.index, { pack, offset: e.offset, size: e.size });
+      known.loaded.add(name);
+    }
+    return known;
   }
 
   async promoteStaged(stage: string, index: number, hash: string): Promise<void> {
+    const packs = await this.stagedPacks(stage, false);
+    const packed = packs.files.get(index);
+    if (packed) {
+      let promotion = packs.promoted.get(packed.pack);
+      if (!promotion) {
+        promotion = this.promotePack(packed.pack);
+        packs.promoted.set(packed.pack, promotion);
+        promotion.catch(() => packs.promoted.delete(packed.pack)); // a retried complete tries again
+      }
+      return promotion;
+    }
     const target = this.casPath(hash);
     const staged = this.stagedPath(stage, index);
     // A hard link is one step, all or nothing, and leaves the staged file for a retried complete.
@@ -234,10 +296,99 @@ export class LocalBlobStore implements BlobStore {
     }
   }
 
+  /**
+   * Puts a staged pack's contents into the store. When the store has none of them yet, the
+   * pack is hard-linked into `packs/` (bytes first, then its index); otherwise only the
+   * contents it lacks are copied into a new pack, so identical content is kept once. A staged
+   * pack stays for a retried complete; promoting it again adds nothing.
+   */
+  private async promotePack(staged: string): Promise<void> {
+    const entries = await readPackIndex(staged + INDEX_SUFFIX);
+    await this.loadPacks();
+    const unique = [...new Map(entries.map((e) => [e.hash, e])).values()];
+    const lacking: PackEntry[] = [];
+    // existsSync: no exception for the common miss, and a thousand checks take a few ms.
+    for (const e of unique) if (!this.packed.has(e.hash) && !existsSync(this.casPath(e.hash))) lacking.push(e);
+    if (lacking.length === 0) return;
+    if (lacking.length === unique.length) {
+      const target = path.join(this.packsDir(), path.basename(staged));
+      await linkOrKeep(staged, target);
+      await linkOrKeep(staged + INDEX_SUFFIX, target + INDEX_SUFFIX);
+      this.addPack(target, entries);
+      return;
+    }
+    const target = path.join(this.packsDir(), PACK_PREFIX + this.uniqueName());
+    const tmp = this.tmpPath();
+    const copy = PackWriter.open(tmp, (json) => this.writeAtomically(target + INDEX_SUFFIX, Buffer.from(json), () => fs.rename(tmp, target)));
+    try {
+      for (const e of lacking) {
+        const bytes = await readPacked({ pack: staged, offset: e.offset, size: e.size });
+        if (!bytes) throw Object.assign(new Error(`staged pack ${staged} is gone`), { code: 'ENOENT' });
+        copy.add(e.index, e.hash, bytes);
+      }
+      await copy.finish();
+    } catch (err) {
+      await fs.rm(tmp, { force: true });
+      throw err;
+    }
+    this.addPack(target, await readPackIndex(target + INDEX_SUFFIX));
+  }
+
+  private addPack(pack: string, entries: PackEntry[]): void {
+    this.packs.set(pack, entries);
+    for (const e of entries) this.packed.set(e.hash, { pack, offset: e.offset, size: e.size });
+  }
+
+  /** Reads the index of every pack this process does not know yet; forgets packs that are gone. */
+  private async loadPacks(): Promise<void> {
+    const names = new Set(await readdirOrEmpty(this.packsDir()));
+    let removed = false;
+    for (const pack of this.packs.keys()) {
+      if (names.has(path.basename(pack) + INDEX_SUFFIX)) continue;
+      this.packs.delete(pack);
+      removed = true;
+    }
+    if (removed) this.reindex();
+    for (const name of names) {
+      if (!name.endsWith(INDEX_SUFFIX)) continue;
+      const pack = path.join(this.packsDir(), name.slice(0, -INDEX_SUFFIX.length));
+      if (this.packs.has(pack)) continue;
+      const entries = await readPackIndex(path.join(this.packsDir(), name)).catch(ignoreMissing);
+      if (entries) this.addPack(pack, entries);
+    }
+  }
+
+  private reindex(): void {
+    this.packed.clear();
+    for (const [pack, entries] of this.packs) for (const e of entries) this.packed.set(e.hash, { pack, offset: e.offset, size: e.size });
+  }
+
+  /**
+   * A blob from wherever it is: a pack this process knows, its own file, or a pack another
+   * process added. A pack that went away meanwhile left its contents as files (see delete).
+   */
+  private async fromStore<T>(hash: string, fromPack: (blob: PackedBlob) => Promise<T | null>, fromFile: (file: string) => Promise<T>): Promise<T> {
+    const known = this.packed.get(hash);
+    if (known) {
+      const found = await fromPack(known);
+      if (found !== null) return found;
+    }
+    try {
+      return await fromFile(this.casPath(hash));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    await this.loadPacks();
+    const now = this.packed.get(hash);
+    const found = now ? await fromPack(now) : null;
+    return found ?? fromFile(this.casPath(hash));
+  }
+
   async readStaged(stage: string, index: number): Promise<Readable | null> {
     const file = this.stagedPath(stage, index);
-    if (!(await exists(file))) return null;
-    return createReadStream(file);
+    if (await exists(file)) return createReadStream(file);
+    const packed = (await this.stagedPacks(stage, true)).files.get(index);
+    return packed ? streamPacked(packed) : null;
   }
 
   async putStaged(stage: string, index: number, body: Buffer | (() => Readable)): Promise<void> {
@@ -252,6 +403,7 @@ export class LocalBlobStore implements BlobStore {
   async discardStage(stage: string): Promise<void> {
     const dir = this.stageDir(stage);
     this.madeDirs.delete(dir);
+    this.stages.delete(stage);
     const trash = path.join(this.trashDir(), `${this.tmpPrefix}-${(this.tmpCount++).toString(36)}`);
     try {
       await fs.rename(dir, trash);
@@ -265,16 +417,17 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async put(hash: string, bytes: Buffer): Promise<void> {
-    const target = this.casPath(hash);
-    if (await exists(target)) return;
-    await this.writeAtomically(target, bytes);
+    if (await this.has(hash)) return;
+    await this.writeAtomically(this.casPath(hash), bytes);
   }
 
-  private async writeAtomically(target: string, body: Buffer | (() => Readable)): Promise<void> {
+  /** Writes `target` through a temp file; `before` runs just before the rename. */
+  private async writeAtomically(target: string, body: Buffer | (() => Readable), before?: () => Promise<void>): Promise<void> {
     const tmp = this.tmpPath();
     try {
       if (Buffer.isBuffer(body)) await fs.writeFile(tmp, body);
       else await pipeline(body(), createWriteStream(tmp));
+      await before?.();
       await this.renameInto(tmp, target);
     } catch (err) {
       await fs.rm(tmp, { force: true });
@@ -282,23 +435,56 @@ export class LocalBlobStore implements BlobStore {
     }
   }
 
-  async get(hash: string): Promise<Readable> {
-    const file = this.casPath(hash);
+  get(hash: string): Promise<Readable> {
     // Open first so a missing blob fails here, not halfway through a response.
-    const handle = await fs.open(file, 'r');
-    return handle.createReadStream();
+    return this.fromStore(hash, streamPacked, async (file) => (await fs.open(file, 'r')).createReadStream());
   }
 
   read(hash: string): Promise<Buffer> {
-    return fs.readFile(this.casPath(hash));
+    return this.fromStore(hash, readPacked, (file) => fs.readFile(file));
   }
 
   async has(hash: string): Promise<boolean> {
-    return exists(this.casPath(hash));
+    const inPack = async (blob: PackedBlob) => ((await exists(blob.pack)) ? true : null);
+    return this.fromStore(hash, inPack, (file) => fs.access(file).then(() => true)).catch(() => false);
   }
 
+  /**
+   * Deletes blobs. A pack holding any of them is taken apart: its other contents become files
+   * of their own (each written before the pack goes, so none is ever missing), then the pack
+   * is removed. Packs never change in place, so two processes deleting from one pack at once
+   * both end with the same files.
+   */
   async delete(hashes: string[]): Promise<void> {
+    if (hashes.length === 0) return;
+    const doomed = new Set(hashes);
+    await this.loadPacks();
+    for (const [pack, entries] of [...this.packs]) {
+      if (!entries.some((e) => doomed.has(e.hash))) continue;
+      for (const e of new Map(entries.map((x) => [x.hash, x])).values()) {
+        if (doomed.has(e.hash) || (await exists(this.casPath(e.hash)))) continue;
+        const bytes = await readPacked({ pack, offset: e.offset, size: e.size });
+        if (!bytes) break; // another process took this pack apart
+        await this.writeAtomically(this.casPath(e.hash), bytes);
+      }
+      await fs.rm(pack + INDEX_SUFFIX, { force: true });
+      await fs.rm(pack, { force: true });
+      this.packs.delete(pack);
+      this.reindex();
+    }
     for (const hash of hashes) await fs.rm(this.casPath(hash), { force: true });
+  }
+
+  /** Every stored blob with its size: own files and packed ones (tests, diagnostics). */
+  async list(): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    for (const sub of await readdirOrEmpty(this.dir)) {
+      if (!/^[0-9a-f]{2}$/.test(sub)) continue;
+      for (const name of await readdirOrEmpty(path.join(this.dir, sub))) out.set(name, (await fs.stat(path.join(this.dir, sub, name))).size);
+    }
+    await this.loadPacks();
+    for (const [hash, blob] of this.packed) out.set(hash, blob.size);
+    return out;
   }
 
   async check(): Promise<void> {
@@ -306,6 +492,25 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async close(): Promise<void> {}
+}
+
+async function readdirOrEmpty(dir: string): Promise<string[]> {
+  return fs.readdir(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return [];
+    throw err;
+  });
+}
+
+function ignoreMissing(err: NodeJS.ErrnoException): null {
+  if (err.code === 'ENOENT') return null;
+  throw err;
+}
+
+/** Hard-links `from` to `to`; an existing `to` (linked before) is kept. */
+async function linkOrKeep(from: string, to: string): Promise<void> {
+  await fs.link(from, to).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
 }
 
 async function exists(file: string): Promise<boolean> {
