@@ -105,6 +105,12 @@ export function totals(entries: TreeEntry[]): { fileCount: number; size: number 
   return { fileCount: entries.length, size: entries.reduce((n, e) => n + e.size, 0) };
 }
 
+/*
+ * Many rows go in and out as one array parameter per column (`unnest`, `= any`), not as a
+ * parameter per value: PostgreSQL and PGlite parse and plan one small statement instead of
+ * one with thousands of placeholders, which took twice as long for a thousand tree entries
+ * (docs/PERFORMANCE.md, "Upload").
+ */
 const CHUNK = 2000;
 function chunks<T>(items: T[]): T[][] {
   const out: T[][] = [];
@@ -127,7 +133,11 @@ export async function saveTree(tx: Tx, entries: TreeEntry[]): Promise<{ hash: st
     .executeTakeFirstOrThrow();
   if (row.inserted) {
     for (const part of chunks(entries)) {
-      await tx.insertInto('treeEntries').values(part.map((e) => ({ treeHash: hash, path: e.path, blobHash: e.hash, size: e.size }))).execute();
+      await tx
+        .insertInto('treeEntries')
+        .columns(['treeHash', 'path', 'blobHash', 'size'])
+        .expression(sql`select ${hash}, p, b, s from unnest(${part.map((e) => e.path)}::text[], ${part.map((e) => e.hash)}::text[], ${part.map((e) => e.size)}::bigint[]) as t(p, b, s)`)
+        .execute();
     }
   }
   return { hash, fileCount, size };
@@ -146,7 +156,11 @@ export async function saveOverlay(tx: Tx, entries: OverlayEntry[]): Promise<stri
     .executeTakeFirstOrThrow();
   if (row.inserted) {
     for (const part of chunks(entries)) {
-      await tx.insertInto('overlayEntries').values(part.map((e) => ({ overlayHash: hash, path: e.path, blobHash: e.hash, size: e.size }))).execute();
+      await tx
+        .insertInto('overlayEntries')
+        .columns(['overlayHash', 'path', 'blobHash', 'size'])
+        .expression(sql`select ${hash}, p, b, s from unnest(${part.map((e) => e.path)}::text[], ${part.map((e) => e.hash)}::text[], ${part.map((e) => e.size)}::bigint[]) as t(p, b, s)`)
+        .execute();
     }
   }
   return hash;
@@ -211,9 +225,11 @@ export function keptInline(store: Pick<BlobStore, 'kind'>, bytes: Buffer | undef
 export async function saveBlobs(tx: Tx, store: Pick<BlobStore, 'kind'>, blobs: { hash: string; size: number; bytes?: Buffer }[]): Promise<void> {
   const unique = [...new Map(blobs.map((b) => [b.hash, b])).values()];
   for (const part of chunks(unique)) {
+    const data = part.map((b) => (keptInline(store, b.bytes) ? b.bytes! : null));
     await tx
       .insertInto('blobs')
-      .values(part.map((b) => ({ hash: b.hash, size: b.size, data: keptInline(store, b.bytes) ? b.bytes : null })))
+      .columns(['hash', 'size', 'data'])
+      .expression(sql`select h, s, d from unnest(${part.map((b) => b.hash)}::text[], ${part.map((b) => b.size)}::bigint[], ${data}::bytea[]) as t(h, s, d)`)
       .onConflict((oc) => oc.column('hash').doUpdateSet({ size: sql`excluded.size` }))
       .execute();
   }
@@ -223,7 +239,7 @@ export async function saveBlobs(tx: Tx, store: Pick<BlobStore, 'kind'>, blobs: {
 export async function lockBlobs(tx: Tx, hashes: string[]): Promise<Set<string>> {
   const found = new Set<string>();
   for (const part of chunks([...new Set(hashes)])) {
-    const rows = await tx.selectFrom('blobs').select('hash').where('hash', 'in', part).forShare().execute();
+    const rows = await tx.selectFrom('blobs').select('hash').where(sql<boolean>`hash = any(${part}::text[])`).forShare().execute();
     for (const r of rows) found.add(r.hash);
   }
   return found;
@@ -273,14 +289,14 @@ export async function referencedByOrganization(db: Db, organizationId: string, h
       .innerJoin('versions as v', 'v.treeHash', 'te.treeHash')
       .select('te.blobHash as hash')
       .where('v.organizationId', '=', organizationId)
-      .where('te.blobHash', 'in', part)
+      .where(sql<boolean>`te.blob_hash = any(${part}::text[])`)
       .union(
         db
           .selectFrom('overlayEntries as oe')
           .innerJoin('states as s', 's.overlayHash', 'oe.overlayHash')
           .select('oe.blobHash as hash')
           .where('s.organizationId', '=', organizationId)
-          .where('oe.blobHash', 'in', part)
+          .where(sql<boolean>`oe.blob_hash = any(${part}::text[])`)
           .$narrowType<{ hash: string }>(),
       )
       .execute();
