@@ -94,6 +94,9 @@ describe('LocalBlobStore packs', () => {
     expect(await store.has(a.hash)).toBe(true);
     expect(await store.has(sha256(Buffer.from('never')))).toBe(false);
     expect(await store.list()).toEqual(new Map([[a.hash, 5], [b.hash, 5], [empty.hash, 0], [sha256(big), big.length]]));
+    // Server-made content the pack already holds is not written again.
+    await store.put(b.hash, b.bytes);
+    expect(await exists(path.join(dir, 'pack-flow', b.hash.slice(0, 2), b.hash))).toBe(false);
     // The staged pack stays for a retried complete, which adds nothing.
     await store.promoteStaged('upload_p', 0, a.hash);
     expect(await packFiles(path.join(dir, 'pack-flow'))).toEqual(files);

@@ -417,7 +417,11 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async put(hash: string, bytes: Buffer): Promise<void> {
-    if (await this.has(hash)) return;
+    // Only the packs this process knows count here: content another process packed since is
+    // written again as a file of its own, a harmless copy, where reading the pack directory on
+    // every write (a run's files, a sync's merges) would not be.
+    const known = this.packed.get(hash);
+    if ((known && (await exists(known.pack))) || (await exists(this.casPath(hash)))) return;
     await this.writeAtomically(this.casPath(hash), bytes);
   }
 
