@@ -195,7 +195,7 @@ async function registerState(ctx: Ctx, upload: Upload): Promise<StateView> {
       stateId: upload.targetId,
     });
     await settleConflicts(tx, state.profileId, files);
-    await markRegistered(tx, upload.id, state.id);
+    await markRegistered(ctx, tx, upload, files, state.id);
     return state.id;
   });
   await discardStaged(ctx, upload);

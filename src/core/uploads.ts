@@ -266,8 +266,9 @@ async function readAll(stream: AsyncIterable<unknown>): Promise<Buffer> {
 
 /**
  * In the registering transaction: locks the upload (a concurrent complete of the same upload
- * waits, then sees it registered), records and locks the blobs, and copies staged files to
- * their content address. Returns the registered id when the upload was already registered.
+ * waits, then sees it registered), and records and locks the blobs. Returns the registered id
+ * when the upload was already registered. The staged files reach the store only in
+ * `markRegistered`, once nothing can refuse the version or state any more.
  */
 export async function claimUpload(ctx: Ctx, tx: Tx, upload: Upload, files: CheckedFile[]): Promise<string | null> {
   const row = await tx.selectFrom('uploads').select(['status', 'registeredId']).where('id', '=', upload.id).forUpdate().executeTakeFirst();
@@ -281,15 +282,20 @@ export async function claimUpload(ctx: Ctx, tx: Tx, upload: Upload, files: Check
     const gone = skipped.filter((f) => !present.has(f.hash)).map((f) => f.path);
     if (gone.length > 0) throw new BadRequestError(`The upload is incomplete: ${gone.slice(0, 20).join(', ')} (missing). PUT these files and complete again.`, { missing: gone, mismatched: [] });
   }
-  // Under the row locks: a collection running now cannot delete what we promote.
-  await eachLimit(upload.files, 16, async (f, i) => {
-    if (files[i].staged) await ctx.blobs.promoteStaged(upload.id, i, f.hash, files[i].tag);
-  });
   return null;
 }
 
-export async function markRegistered(tx: Tx, uploadId: string, registeredId: string): Promise<void> {
-  await tx.updateTable('uploads').set({ status: 'registered', registeredId }).where('id', '=', uploadId).execute();
+/**
+ * The last step of the registering transaction: copies the staged files to their content
+ * address and marks the upload registered. Last, so a complete refused on the way (409
+ * head_moved) leaves nothing in the store that no row accounts for. Still under the blob
+ * row locks of claimUpload: a collection running now cannot delete what we promote.
+ */
+export async function markRegistered(ctx: Ctx, tx: Tx, upload: Upload, files: CheckedFile[], registeredId: string): Promise<void> {
+  await eachLimit(upload.files, 16, async (f, i) => {
+    if (files[i].staged) await ctx.blobs.promoteStaged(upload.id, i, f.hash, files[i].tag);
+  });
+  await tx.updateTable('uploads').set({ status: 'registered', registeredId }).where('id', '=', upload.id).execute();
 }
 
 /** After the registering transaction: the staged copies are no longer needed. */

@@ -138,7 +138,7 @@ async function registerVersion(ctx: Ctx, upload: Upload): Promise<VersionView> {
       .execute();
     await tx.updateTable('apps').set({ headVersionId: upload.targetId, updatedAt: now }).where('id', '=', app.id).execute();
     await initProfilesForVersion(ctx, tx, { organizationId: upload.organizationId, appId: app.id, id: upload.targetId, ...tree, treeHash: tree.hash });
-    await markRegistered(tx, upload.id, upload.targetId);
+    await markRegistered(ctx, tx, upload, files, upload.targetId);
     return upload.targetId;
   });
   appsChanged(ctx, upload.organizationId); // the head moved

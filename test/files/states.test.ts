@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import yazl from 'yazl';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LocalBlobStore } from '../../src/storage/blobs/local.js';
 import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
-import { asStrings, commit, declare, deploy, download, hex, put, putAll, putBatch, rawZip, ref, tarGz, tarball, treeHash, type Bundle } from './bundle.js';
+import { asStrings, commit, declare, deploy, download, hex, put, putAll, putAllBatched, putBatch, rawZip, ref, tarGz, tarball, treeHash, type Bundle } from './bundle.js';
 
 // Profile states: first state from the app head, uploads with compare-and-set, rollback,
 // downloads and snapshots, on the local blob store through a real socket.
@@ -114,7 +115,7 @@ describe('state upload → PUT → complete → get → download → rollback', 
     const b = { ...V1, 'b.md': 'from writer B' };
     const upA = (await t.call('POST', '/v1/state/upload', { key, body: { profileId: p.id, files: declare(a) } })).body.data;
     const upB = (await t.call('POST', '/v1/state/upload', { key, body: { profileId: p.id, files: declare(b) } })).body.data;
-    await putAll(upA.uploadUrls, a);
+    await putAllBatched(upA.batchUrl, upA.uploadUrls, a); // one writer's files in a pack, the other's one by one
     await putAll(upB.uploadUrls, b);
     const [ra, rb] = await Promise.all([
       t.call('POST', `/v1/state/upload/${upA.uploadId}/complete`, { key, body: { profileId: p.id, stateId: upA.stateId } }),
@@ -127,6 +128,10 @@ describe('state upload → PUT → complete → get → download → rollback', 
     expect((await getProfile(p.id)).headStateId).toBe(winner.body.data.id);
     expect((await getState(loserId)).status).toBe(404);
     expect((await t.call('GET', `/v1/state/list?profileId=${p.id}`, { key })).body.data.total).toBe(2);
+    // Only the winner's content went into the store: the loser's stays staged, for nobody.
+    const stored = await (t.ctx.blobs as LocalBlobStore).list();
+    expect(stored.has(hex(ra.status === 200 ? a['a.md'] : b['b.md']))).toBe(true);
+    expect(stored.has(hex(ra.status === 200 ? b['b.md'] : a['a.md']))).toBe(false);
     // A fresh upload from the new head goes through.
     expect((await commit(t, key, p.id, b)).status).toBe(200);
   });
