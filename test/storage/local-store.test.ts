@@ -37,14 +37,22 @@ describe('LocalBlobStore', () => {
     await store.discardStage('upload_never');
   });
 
-  it('empties what a stopped process left in the trash when it starts', async () => {
+  it('empties what a stopped process left in the trash, and its old temp files, when it starts', async () => {
     const root = path.join(dir, 'restart');
     const left = path.join(root, 'trash', 'stopped-0');
     await fs.mkdir(left, { recursive: true });
     await fs.writeFile(path.join(left, '0'), 'left behind');
+    // Temp files: one a stopped process left (untouched for two hours), one another live
+    // process is writing now.
+    await fs.mkdir(path.join(root, 'tmp'), { recursive: true });
+    await fs.writeFile(path.join(root, 'tmp', 'stopped-1'), 'half a blob');
+    const twoHoursAgo = new Date(Date.now() - 2 * 60 * 60 * 1000);
+    await fs.utimes(path.join(root, 'tmp', 'stopped-1'), twoHoursAgo, twoHoursAgo);
+    await fs.writeFile(path.join(root, 'tmp', 'live-1'), 'being written');
     await new LocalBlobStore(root, signer, () => 'http://127.0.0.1').init();
     await eventually(async () => !(await exists(left)), 'the leftover to be deleted');
     expect(await fs.readdir(path.join(root, 'trash'))).toEqual([]);
+    expect(await fs.readdir(path.join(root, 'tmp'))).toEqual(['live-1']);
   });
 });
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { removeStaleTemp } from './leftovers.js';
 
 /**
  * A worker's copies of blobs it read from S3, by content address under `dir`. Every turn
@@ -27,10 +28,7 @@ export class BlobCache {
   async init(): Promise<void> {
     const tmp = path.join(this.dir, 'tmp');
     await fs.mkdir(tmp, { recursive: true });
-    for (const name of await fs.readdir(tmp)) {
-      const st = await fs.stat(path.join(tmp, name)).catch(() => undefined);
-      if (st && Date.now() - st.mtimeMs > 3_600_000) await fs.rm(path.join(tmp, name), { force: true });
-    }
+    await removeStaleTemp(tmp);
     const found: { hash: string; size: number; at: number }[] = [];
     for (const sub of await fs.readdir(this.dir)) {
       if (!/^[0-9a-f]{2}$/.test(sub)) continue;

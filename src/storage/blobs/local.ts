@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { HashMismatchError, TooLargeError, type BlobStore, type StagedCheck } from './driver.js';
+import { removeStaleTemp } from './leftovers.js';
 import { INDEX_SUFFIX, PACK_PREFIX, PackWriter, readPackIndex, readPacked, streamPacked, type PackEntry, type PackedBlob } from './packs.js';
 
 export interface Signer {
@@ -59,8 +60,10 @@ export class LocalBlobStore implements BlobStore {
     await fs.mkdir(path.join(this.dir, 'uploads'), { recursive: true });
     await fs.mkdir(this.trashDir(), { recursive: true });
     await fs.mkdir(this.packsDir(), { recursive: true });
-    // What a process that stopped meanwhile left to delete (see discardStage).
+    // What a process that stopped meanwhile left to delete (see discardStage), and the temp
+    // files it was writing.
     for (const name of await fs.readdir(this.trashDir())) this.deleteInBackground(path.join(this.trashDir(), name));
+    await removeStaleTemp(path.join(this.dir, 'tmp'));
   }
 
   private trashDir(): string {
