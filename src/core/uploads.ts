@@ -170,7 +170,6 @@ export async function receiveBatch(ctx: Ctx, store: LocalBlobStore, uploadId: st
     body.resume();
     await Promise.allSettled([entries, feed]);
     await pack.finish().catch(() => undefined); // the error below says more than a failed index
-
     if (err instanceof AppError) throw err;
     if (err instanceof TooLargeError) throw new PayloadTooLargeError(`A file may hold at most ${limit} bytes; nothing more was stored.`);
     if ((err as NodeJS.ErrnoException).syscall) throw err; // the store failed, not the client
