@@ -28,9 +28,14 @@ async function workspace(files: Record<string, string> = {}): Promise<string> {
   return dir;
 }
 
-async function turn(opts: Partial<OpenclawTurnOptions> & { workspaceDir: string; sessionKey: string; prompt: string }) {
+async function turn(opts: Partial<OpenclawTurnOptions> & { workspaceDir: string; sessionKey: string; prompt: string; watch?: (e: RuntimeEvent) => void }) {
   const events: RuntimeEvent[] = [];
-  const result = await runOpenclawTurn({ pool, gatewayKey: APP, timeoutMs: 120_000, onEvent: (e) => events.push(e), ...opts });
+  const { watch, ...rest } = opts;
+  const onEvent = (e: RuntimeEvent) => {
+    events.push(e);
+    watch?.(e);
+  };
+  const result = await runOpenclawTurn({ pool, gatewayKey: APP, timeoutMs: 120_000, onEvent, ...rest });
   const of = <T extends EventType>(type: T) => events.filter((e) => e.type === type).map((e) => e.data as EventData[T]);
   return { result, events, of, streamed: of('text.delta').map((d) => d.text).join('') };
 }
@@ -152,9 +157,19 @@ describe.runIf(TEST_DB_KIND === 'pglite')('openclaw runtime', { timeout: 240_000
     const workspaceDir = await workspace();
     const slow = fake.script({ blocks: [{ type: 'text', text: ['Partial ', 'answer ', 'NEVER-STREAMED'] }], pauseAfter: 2 });
     const stop = new AbortController();
-    void slow.paused.then(() => stop.abort());
+    // Stop once the model holds its stream and the gateway has passed both words on to us:
+    // the fake having sent them is not enough, the gateway may still be relaying them.
+    let seen = '';
+    let relayed!: () => void;
+    const bothWords = new Promise<void>((resolve) => (relayed = resolve));
+    const watch = (e: RuntimeEvent) => {
+      if (e.type !== 'text.delta') return;
+      seen += (e.data as EventData['text.delta']).text;
+      if (seen.includes('answer')) relayed();
+    };
+    void Promise.all([slow.paused, bothWords]).then(() => stop.abort());
 
-    const one = await turn({ workspaceDir, sessionKey: 'stop', prompt: 'tell me slowly', abortSignal: stop.signal });
+    const one = await turn({ workspaceDir, sessionKey: 'stop', prompt: 'tell me slowly', abortSignal: stop.signal, watch });
 
     expect(one.result).toMatchObject({ status: 'stopped', output: 'Partial answer', error: null });
     expect(one.streamed).toBe('Partial answer');
