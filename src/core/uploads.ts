@@ -134,7 +134,7 @@ export async function receiveBatch(ctx: Ctx, store: LocalBlobStore, uploadId: st
   const limit = ctx.config.maxBundleBytes;
   const result: BatchResult = { stored: 0, mismatched: [], unknown: [] };
   const pack = await store.openPack(uploadId);
-  const check = async (name: string, hash: string, write: () => unknown) => {
+  const check = async (name: string, hash: string, write: () => Promise<unknown>) => {
     try {
       await write();
       result.stored++;

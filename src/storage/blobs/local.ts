@@ -407,7 +407,7 @@ export class LocalBlobStore implements BlobStore {
     const dir = this.stageDir(stage);
     this.madeDirs.delete(dir);
     this.stages.delete(stage);
-    const trash = path.join(this.trashDir(), `${this.tmpPrefix}-${(this.tmpCount++).toString(36)}`);
+    const trash = path.join(this.trashDir(), this.uniqueName());
     try {
       await fs.rename(dir, trash);
     } catch (err) {
@@ -466,6 +466,7 @@ export class LocalBlobStore implements BlobStore {
     if (hashes.length === 0) return;
     const doomed = new Set(hashes);
     await this.loadPacks();
+    let apart = false;
     for (const [pack, entries] of [...this.packs]) {
       if (!entries.some((e) => doomed.has(e.hash))) continue;
       for (const e of new Map(entries.map((x) => [x.hash, x])).values()) {
@@ -477,8 +478,9 @@ export class LocalBlobStore implements BlobStore {
       await fs.rm(pack + INDEX_SUFFIX, { force: true });
       await fs.rm(pack, { force: true });
       this.packs.delete(pack);
-      this.reindex();
+      apart = true;
     }
+    if (apart) this.reindex();
     for (const hash of hashes) await fs.rm(this.casPath(hash), { force: true });
   }
 
