@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { HashMismatchError, TooLargeError, type BlobStore, type StagedCheck } from './driver.js';
+import { DirectorySyncs, syncFile } from './durable.js';
 import { removeStaleTemp } from './leftovers.js';
 import { INDEX_SUFFIX, PACK_PREFIX, PackWriter, readPackIndex, readPacked, streamPacked, type PackEntry, type PackedBlob } from './packs.js';
 
@@ -34,7 +35,8 @@ const STAGES_KEPT = 64;
  * its own, a pack for a batch PUT. Every write goes to `<dir>/tmp` first (a pack's index too)
  * and is renamed into place, so a reader never sees half a file. Upload URLs point at our own
  * server (`PUT /v1/blobs/upload/...`), signed with the server secret over (upload, index,
- * hash, expiry).
+ * hash, expiry). Every write is durable before it returns (durable.ts): its bytes are flushed
+ * before the rename or link that names it, and its directory after.
  */
 export class LocalBlobStore implements BlobStore {
   readonly kind = 'local' as const;
@@ -47,6 +49,7 @@ export class LocalBlobStore implements BlobStore {
   /** The store's packs (bytes file → entries) and, for each packed hash, one place holding it. */
   private readonly packs = new Map<string, PackEntry[]>();
   private readonly packed = new Map<string, PackedBlob>();
+  private readonly dirSyncs = new DirectorySyncs();
 
   constructor(
     readonly dir: string,
@@ -60,6 +63,7 @@ export class LocalBlobStore implements BlobStore {
     await fs.mkdir(path.join(this.dir, 'uploads'), { recursive: true });
     await fs.mkdir(this.trashDir(), { recursive: true });
     await fs.mkdir(this.packsDir(), { recursive: true });
+    await this.dirSyncs.sync(this.dir);
     // What a process that stopped meanwhile left to delete (see discardStage), and the temp
     // files it was writing.
     for (const name of await fs.readdir(this.trashDir())) this.deleteInBackground(path.join(this.trashDir(), name));
@@ -177,6 +181,7 @@ export class LocalBlobStore implements BlobStore {
       await pipeline(body, meter, createWriteStream(tmp));
       const actual = hasher.digest('hex');
       if (actual !== hash) throw new HashMismatchError(hash, actual);
+      await syncFile(tmp);
       await this.renameInto(tmp, this.stagedPath(uploadId, index));
       return size;
     } catch (err) {
@@ -198,9 +203,10 @@ export class LocalBlobStore implements BlobStore {
     return writer!;
   }
 
-  /** Renames a finished temp file to `target`. */
-  private renameInto(tmp: string, target: string): Promise<void> {
-    return this.inDir(target, () => fs.rename(tmp, target));
+  /** Renames a finished (flushed) temp file to `target`, durably. */
+  private async renameInto(tmp: string, target: string): Promise<void> {
+    await this.inDir(target, () => fs.rename(tmp, target));
+    await this.dirSyncs.sync(path.dirname(target));
   }
 
   /**
@@ -209,18 +215,21 @@ export class LocalBlobStore implements BlobStore {
    */
   private async inDir(target: string, write: () => Promise<void> | void): Promise<void> {
     const dir = path.dirname(target);
-    if (!this.madeDirs.has(dir)) {
-      await fs.mkdir(dir, { recursive: true });
-      this.madeDirs.add(dir);
-    }
+    if (!this.madeDirs.has(dir)) await this.makeDir(dir);
     try {
       await write();
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      this.madeDirs.delete(dir);
-      await fs.mkdir(dir, { recursive: true });
+      await this.makeDir(dir);
       await write();
     }
+  }
+
+  /** Makes a directory of the store (`<ab>/`, a staging area), its name flushed like a file's. */
+  private async makeDir(dir: string): Promise<void> {
+    await fs.mkdir(dir, { recursive: true });
+    await this.dirSyncs.sync(path.dirname(dir));
+    this.madeDirs.add(dir);
   }
 
   async verifyStaged(stage: string, index: number, _hash: string, inlineLimit: number): Promise<StagedCheck> {
@@ -279,12 +288,14 @@ export class LocalBlobStore implements BlobStore {
     const target = this.casPath(hash);
     const staged = this.stagedPath(stage, index);
     // A hard link is one step, all or nothing, and leaves the staged file for a retried complete.
+    // Its contents were flushed when it was staged; the new name is flushed here (also when
+    // the store had the content: the write that put it there may not have flushed it yet).
     try {
-      await this.inDir(target, () => fs.link(staged, target));
+      await this.inDir(target, () => linkOrKeep(staged, target));
+      await this.dirSyncs.sync(path.dirname(target));
       return;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EEXIST') return; // the store has this content already
       if (code !== 'EXDEV' && code !== 'EPERM' && code !== 'ENOTSUP') throw err;
     }
     // A file system without hard links: copy, then rename into place.
@@ -292,6 +303,7 @@ export class LocalBlobStore implements BlobStore {
     const tmp = this.tmpPath();
     try {
       await fs.copyFile(staged, tmp);
+      await syncFile(tmp);
       await this.renameInto(tmp, target);
     } catch (err) {
       await fs.rm(tmp, { force: true });
@@ -317,6 +329,7 @@ export class LocalBlobStore implements BlobStore {
       const target = path.join(this.packsDir(), path.basename(staged));
       await linkOrKeep(staged, target);
       await linkOrKeep(staged + INDEX_SUFFIX, target + INDEX_SUFFIX);
+      await this.dirSyncs.sync(this.packsDir()); // both flushed when staged (PackWriter.finish)
       this.addPack(target, entries);
       return;
     }
@@ -434,6 +447,7 @@ export class LocalBlobStore implements BlobStore {
     try {
       if (Buffer.isBuffer(body)) await fs.writeFile(tmp, body);
       else await pipeline(body(), createWriteStream(tmp));
+      await syncFile(tmp);
       await before?.();
       await this.renameInto(tmp, target);
     } catch (err) {

@@ -3,6 +3,7 @@ import { closeSync, ftruncateSync, openSync, writeSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { HashMismatchError, TooLargeError } from './driver.js';
+import { syncFile } from './durable.js';
 
 /**
  * Pack files of the local blob store: many blobs in one file. A batch PUT (a tar of many
@@ -12,7 +13,8 @@ import { HashMismatchError, TooLargeError } from './driver.js';
  *
  * A pack is two files: `<name>` (the bytes, one blob after another) and `<name>.idx` (JSON,
  * `[[index, hash, offset, size], ...]`; `index` is the upload file's index). The index is
- * written after the bytes and renamed into place, so a pack whose index can be read is whole.
+ * written after the bytes are flushed to the disk and renamed into place, so a pack whose index
+ * can be read is whole, also after a crash.
  * Packs never change: when a blob in a pack is deleted, the pack's other blobs become
  * files of their own and the pack goes (LocalBlobStore.delete).
  */
@@ -160,7 +162,7 @@ export class PackWriter {
     this.offset += size;
   }
 
-  /** Closes the pack and writes its index (or removes the pack when it holds nothing). */
+  /** Flushes and closes the pack, then writes its index (or removes the pack when it holds nothing). */
   async finish(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -169,6 +171,7 @@ export class PackWriter {
       await fs.rm(this.file, { force: true });
       return;
     }
+    await syncFile(this.file);
     await this.writeIndex(packIndexJson(this.entries));
   }
 }
