@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, ftruncateSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync, ftruncateSync, openSync, writeSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { HashMismatchError, TooLargeError } from './driver.js';
@@ -92,8 +92,18 @@ export async function streamPacked(blob: PackedBlob): Promise<Readable | null> {
  * event loop for microseconds, and queueing them on the thread pool measured slower
  * (docs/PERFORMANCE.md, "Upload").
  */
+/** Bytes a pack takes in before it starts flushing them in the background (see PackWriter). */
+const FLUSH_EVERY = 4 * 1024 * 1024;
+
 export class PackWriter {
   private offset = 0;
+  /**
+   * A pack flushes what it holds every FLUSH_EVERY bytes, on the thread pool while it goes on
+   * taking bytes in, so the disk writes a batch while it streams and `finish` waits for its
+   * tail only, not for all of it.
+   */
+  private unflushed = 0;
+  private flushing: Promise<void> | null = null;
   private readonly entries: PackEntry[] = [];
   /** Content already in this pack: a second file with the same bytes points at the first. */
   private readonly written = new Map<string, { offset: number; size: number }>();
@@ -153,6 +163,12 @@ export class PackWriter {
   private writeAt(bytes: Buffer, position: number): void {
     let done = 0;
     while (done < bytes.length) done += writeSync(this.fd, bytes, done, bytes.length - done, position + done);
+    this.unflushed += bytes.length;
+    if (this.unflushed >= FLUSH_EVERY && !this.flushing) {
+      this.unflushed = 0;
+      // An error here is found again by the flush in `finish`, which reports it.
+      this.flushing = new Promise<void>((resolve) => fdatasync(this.fd, () => resolve())).finally(() => (this.flushing = null));
+    }
   }
 
   private record(index: number, hash: string, size: number): void {
@@ -166,6 +182,7 @@ export class PackWriter {
   async finish(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.flushing; // the descriptor stays open until it is done
     closeSync(this.fd);
     if (this.entries.length === 0) {
       await fs.rm(this.file, { force: true });
