@@ -13,6 +13,8 @@ import type { Tx } from '../storage/db.js';
  */
 
 const BATCH = 500;
+/** How old an unreferenced blob row or stored file must be before `collectStray` takes it. */
+const STRAY_AGE_MS = 24 * 60 * 60 * 1000;
 const CHUNK = 2000;
 
 function chunks<T>(items: T[]): T[][] {
@@ -21,20 +23,17 @@ function chunks<T>(items: T[]): T[][] {
   return out;
 }
 
+/** A blob row `b` that no tree entry, overlay entry or open upload references. */
+const UNREFERENCED = sql<boolean>`
+  not exists (select 1 from tree_entries te where te.blob_hash = b.hash)
+  and not exists (select 1 from overlay_entries oe where oe.blob_hash = b.hash)
+  and not exists (select 1 from uploads u where u.status = 'open' and u.files @> jsonb_build_array(jsonb_build_object('hash', b.hash)))`;
+
 /** Deletes blob rows among `candidates` that nothing references, then their bytes. */
 async function sweepBlobs(ctx: Ctx, tx: Tx, candidates: string[]): Promise<number> {
   let swept = 0;
   for (const part of chunks([...new Set(candidates)])) {
-    const gone = await tx
-      .deleteFrom('blobs as b')
-      .where('b.hash', 'in', part)
-      .where(({ not, exists, selectFrom }) => not(exists(selectFrom('treeEntries as te').select(sql`1`.as('x')).whereRef('te.blobHash', '=', 'b.hash'))))
-      .where(({ not, exists, selectFrom }) => not(exists(selectFrom('overlayEntries as oe').select(sql`1`.as('x')).whereRef('oe.blobHash', '=', 'b.hash'))))
-      .where(
-        sql<boolean>`not exists (select 1 from uploads u where u.status = 'open' and u.files @> jsonb_build_array(jsonb_build_object('hash', b.hash)))`,
-      )
-      .returning('b.hash')
-      .execute();
+    const gone = await tx.deleteFrom('blobs as b').where('b.hash', 'in', part).where(UNREFERENCED).returning('b.hash').execute();
     // Still under the transaction: if deleting bytes fails, the rows come back.
     await ctx.blobs.delete(gone.map((g) => g.hash));
     swept += gone.length;
@@ -130,4 +129,47 @@ export async function purgeProfileFiles(ctx: Ctx, profileId: string): Promise<vo
   await deleteUploads(ctx, { profileId });
   while (await deleteStateBatch(ctx, { profileId }));
   await ctx.db.deleteFrom('rollbacks').where('profileId', '=', profileId).execute();
+}
+
+/**
+ * The store check, once a day (jobs/maintenance.ts). Two kinds of leftovers no deletion job
+ * finds, because nothing points at them:
+ * - blob rows that nothing references, e.g. those of a snapshot whose state was restored
+ *   another way meanwhile;
+ * - stored content with no row at all: files a commit promoted before it failed, or a PGlite
+ *   commit a power cut took back (PGlite does not flush its files).
+ * Only what is older than `minAge` counts: nothing legitimate stays unreferenced that long.
+ * Stored content is claimed before it goes: a row is inserted for each stray hash, so a
+ * writer registering the same content meanwhile waits for this transaction, then finds the
+ * content gone and stores it again (src/storage/README.md, "Consistency rules").
+ */
+export async function collectStray(ctx: Ctx, minAge = STRAY_AGE_MS): Promise<{ rows: number; files: number }> {
+  const before = new Date(ctx.now().getTime() - minAge);
+  let rows = 0;
+  for (;;) {
+    const swept = await ctx.db.transaction().execute(async (tx) => {
+      const stray = await tx.selectFrom('blobs as b').select('b.hash').where('b.createdAt', '<', before).where(UNREFERENCED).limit(CHUNK).execute();
+      return sweepBlobs(ctx, tx, stray.map((b) => b.hash));
+    });
+    rows += swept;
+    if (swept === 0) break;
+  }
+  let files = 0;
+  for await (const page of ctx.blobs.listStored()) {
+    const old = page.filter((b) => b.modifiedAt < before).map((b) => b.hash);
+    for (const part of chunks([...new Set(old)])) {
+      files += await ctx.db.transaction().execute(async (tx) => {
+        const claimed = await sql<{ hash: string }>`
+          insert into blobs (hash, size) select h, 0 from unnest(${part}::text[]) as t(h)
+          on conflict (hash) do nothing
+          returning hash`.execute(tx);
+        const stray = claimed.rows.map((r) => r.hash);
+        if (stray.length === 0) return 0;
+        await ctx.blobs.delete(stray);
+        await tx.deleteFrom('blobs').where(sql<boolean>`hash = any(${stray}::text[])`).execute();
+        return stray.length;
+      });
+    }
+  }
+  return { rows, files };
 }

@@ -57,11 +57,21 @@ export interface BlobStore {
   has(hash: string): Promise<boolean>;
   /** Deletes store objects; missing ones are ignored. */
   delete(hashes: string[]): Promise<void>;
+  /** Every blob the store holds, a page at a time, with when it was written (the store check, core/gc.ts). */
+  listStored(): AsyncIterable<StoredBlob[]>;
 
   /** Health: throws when the store does not answer. */
   check(): Promise<void>;
   close(): Promise<void>;
 }
+
+export interface StoredBlob {
+  hash: string;
+  modifiedAt: Date;
+}
+
+/** A store object's name is a hash: 64 lowercase hex. */
+export const HASH_NAME = /^[0-9a-f]{64}$/;
 
 export type StagedCheck =
   | { status: 'ok'; size: number; bytes?: Buffer; tag?: string }

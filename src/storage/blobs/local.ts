@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { HashMismatchError, TooLargeError, type BlobStore, type StagedCheck } from './driver.js';
+import { HASH_NAME, HashMismatchError, TooLargeError, type BlobStore, type StagedCheck, type StoredBlob } from './driver.js';
 import { DirectorySyncs, syncFile } from './durable.js';
 import { removeStaleTemp } from './leftovers.js';
 import { INDEX_SUFFIX, PACK_PREFIX, PackWriter, readPackIndex, readPacked, streamPacked, type PackEntry, type PackedBlob } from './packs.js';
@@ -498,11 +498,32 @@ export class LocalBlobStore implements BlobStore {
     for (const hash of hashes) await fs.rm(this.casPath(hash), { force: true });
   }
 
+  async *listStored(): AsyncIterable<StoredBlob[]> {
+    for (const sub of await this.hashDirs()) {
+      const page: StoredBlob[] = [];
+      for (const name of await readdirOrEmpty(path.join(this.dir, sub))) {
+        if (!HASH_NAME.test(name)) continue;
+        const stat = await fs.stat(path.join(this.dir, sub, name)).catch(ignoreMissing);
+        if (stat) page.push({ hash: name, modifiedAt: stat.mtime });
+      }
+      if (page.length > 0) yield page;
+    }
+    await this.loadPacks();
+    for (const [pack, entries] of [...this.packs]) {
+      const stat = await fs.stat(pack).catch(ignoreMissing);
+      if (stat) yield entries.map((e) => ({ hash: e.hash, modifiedAt: stat.mtime }));
+    }
+  }
+
+  /** The `<ab>` directories blob files are kept in. */
+  private async hashDirs(): Promise<string[]> {
+    return (await readdirOrEmpty(this.dir)).filter((name) => /^[0-9a-f]{2}$/.test(name));
+  }
+
   /** Every stored blob with its size: own files and packed ones (tests, diagnostics). */
   async list(): Promise<Map<string, number>> {
     const out = new Map<string, number>();
-    for (const sub of await readdirOrEmpty(this.dir)) {
-      if (!/^[0-9a-f]{2}$/.test(sub)) continue;
+    for (const sub of await this.hashDirs()) {
       for (const name of await readdirOrEmpty(path.join(this.dir, sub))) out.set(name, (await fs.stat(path.join(this.dir, sub, name))).size);
     }
     await this.loadPacks();

@@ -13,7 +13,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { BlobCache } from './cache.js';
-import { casKey, stagedKey, type BlobStore, type StagedCheck } from './driver.js';
+import { HASH_NAME, casKey, stagedKey, type BlobStore, type StagedCheck, type StoredBlob } from './driver.js';
 
 export interface S3Options {
   bucket: string;
@@ -145,6 +145,20 @@ export class S3BlobStore implements BlobStore {
       if (keys.length === 0) return;
       await this.deleteKeys(keys);
     }
+  }
+
+  async *listStored(): AsyncIterable<StoredBlob[]> {
+    let token: string | undefined;
+    do {
+      const listed = await this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.key('blobs/'), ContinuationToken: token }));
+      const page: StoredBlob[] = [];
+      for (const o of listed.Contents ?? []) {
+        const hash = o.Key?.slice(o.Key.lastIndexOf('/') + 1) ?? '';
+        if (HASH_NAME.test(hash) && o.LastModified) page.push({ hash, modifiedAt: o.LastModified });
+      }
+      if (page.length > 0) yield page;
+      token = listed.IsTruncated ? listed.NextContinuationToken : undefined;
+    } while (token);
   }
 
   async put(hash: string, bytes: Buffer): Promise<void> {
