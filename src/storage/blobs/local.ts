@@ -64,6 +64,7 @@ export class LocalBlobStore implements BlobStore {
     await fs.mkdir(this.trashDir(), { recursive: true });
     await fs.mkdir(this.packsDir(), { recursive: true });
     await this.dirSyncs.sync(this.dir);
+    await this.dirSyncs.sync(path.dirname(this.dir)); // the store directory's own name
     // What a process that stopped meanwhile left to delete (see discardStage), and the temp
     // files it was writing.
     for (const name of await fs.readdir(this.trashDir())) this.deleteInBackground(path.join(this.trashDir(), name));

@@ -82,6 +82,9 @@ export async function streamPacked(blob: PackedBlob): Promise<Readable | null> {
   return handle.createReadStream({ start: blob.offset, end: blob.offset + blob.size - 1 });
 }
 
+/** Bytes a pack takes in before it starts flushing them in the background (see PackWriter). */
+const FLUSH_EVERY = 4 * 1024 * 1024;
+
 /**
  * Writes one staged pack: blobs are appended as they arrive and checked against their
  * declared hash (a mismatching one is cut off again and recorded nowhere; a second copy of
@@ -92,9 +95,6 @@ export async function streamPacked(blob: PackedBlob): Promise<Readable | null> {
  * event loop for microseconds, and queueing them on the thread pool measured slower
  * (docs/PERFORMANCE.md, "Upload").
  */
-/** Bytes a pack takes in before it starts flushing them in the background (see PackWriter). */
-const FLUSH_EVERY = 4 * 1024 * 1024;
-
 export class PackWriter {
   private offset = 0;
   /**
@@ -104,6 +104,8 @@ export class PackWriter {
    */
   private unflushed = 0;
   private flushing: Promise<void> | null = null;
+  /** What a background flush failed with: a later flush on another descriptor may not report it again. */
+  private flushError: Error | null = null;
   private readonly entries: PackEntry[] = [];
   /** Content already in this pack: a second file with the same bytes points at the first. */
   private readonly written = new Map<string, { offset: number; size: number }>();
@@ -166,8 +168,13 @@ export class PackWriter {
     this.unflushed += bytes.length;
     if (this.unflushed >= FLUSH_EVERY && !this.flushing) {
       this.unflushed = 0;
-      // An error here is found again by the flush in `finish`, which reports it.
-      this.flushing = new Promise<void>((resolve) => fdatasync(this.fd, () => resolve())).finally(() => (this.flushing = null));
+      this.flushing = new Promise<void>((resolve) =>
+        fdatasync(this.fd, (err) => {
+          this.flushError ??= err;
+          this.flushing = null;
+          resolve();
+        }),
+      );
     }
   }
 
@@ -184,6 +191,7 @@ export class PackWriter {
     this.closed = true;
     await this.flushing; // the descriptor stays open until it is done
     closeSync(this.fd);
+    if (this.flushError) throw this.flushError;
     if (this.entries.length === 0) {
       await fs.rm(this.file, { force: true });
       return;
