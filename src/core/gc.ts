@@ -142,11 +142,13 @@ export async function purgeProfileFiles(ctx: Ctx, profileId: string): Promise<vo
  * Stored content is claimed before it goes: a row is inserted for each stray hash, so a
  * writer registering the same content meanwhile waits for this transaction, then finds the
  * content gone and stores it again (src/storage/README.md, "Consistency rules").
+ * `signal` stops it between batches (a worker shutting down); the next check goes on.
  */
-export async function collectStray(ctx: Ctx, minAge = STRAY_AGE_MS): Promise<{ rows: number; files: number }> {
-  const before = new Date(ctx.now().getTime() - minAge);
+export async function collectStray(ctx: Ctx, opts: { minAge?: number; signal?: AbortSignal } = {}): Promise<{ rows: number; files: number }> {
+  const before = new Date(ctx.now().getTime() - (opts.minAge ?? STRAY_AGE_MS));
+  const stopped = () => opts.signal?.aborted ?? false;
   let rows = 0;
-  for (;;) {
+  while (!stopped()) {
     const swept = await ctx.db.transaction().execute(async (tx) => {
       const stray = await tx.selectFrom('blobs as b').select('b.hash').where('b.createdAt', '<', before).where(UNREFERENCED).limit(CHUNK).execute();
       return sweepBlobs(ctx, tx, stray.map((b) => b.hash));
@@ -158,6 +160,7 @@ export async function collectStray(ctx: Ctx, minAge = STRAY_AGE_MS): Promise<{ r
   for await (const page of ctx.blobs.listStored()) {
     const old = page.filter((b) => b.modifiedAt < before).map((b) => b.hash);
     for (const part of chunks([...new Set(old)])) {
+      if (stopped()) return { rows, files };
       files += await ctx.db.transaction().execute(async (tx) => {
         const claimed = await sql<{ hash: string }>`
           insert into blobs (hash, size) select h, 0 from unnest(${part}::text[]) as t(h)

@@ -16,15 +16,17 @@ const STORE_CHECK_EVERY_MS = 24 * 60 * 60 * 1000;
  */
 export function startMaintenance(ctx: Ctx): () => Promise<void> {
   let running: Promise<void> | undefined;
+  const stop = new AbortController();
   const timer = setInterval(() => {
     running ??= (async () => {
       await sweepUploads(ctx);
-      await checkStore(ctx);
+      await checkStore(ctx, stop.signal);
     })().finally(() => (running = undefined));
   }, ctx.config.maintenanceIntervalSeconds * 1000);
   timer.unref();
   return async () => {
     clearInterval(timer);
+    stop.abort();
     await running;
   };
 }
@@ -37,10 +39,10 @@ async function sweepUploads(ctx: Ctx): Promise<void> {
   }
 }
 
-async function checkStore(ctx: Ctx): Promise<void> {
+async function checkStore(ctx: Ctx, signal: AbortSignal): Promise<void> {
   try {
     if (!(await claimStoreCheck(ctx))) return;
-    const { rows, files } = await collectStray(ctx);
+    const { rows, files } = await collectStray(ctx, { signal });
     if (rows + files > 0) console.log(`[maintenance] store check: removed ${rows} unreferenced blob rows and ${files} stored blobs no row accounted for`);
   } catch (err) {
     console.error('[maintenance] checking the store (it runs again tomorrow):', (err as Error).message);

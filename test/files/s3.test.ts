@@ -218,7 +218,7 @@ describe('S3 driver', () => {
     expect([...Object.values(files), stray].every((x) => listed.has(hex(x)))).toBe(true);
 
     // Only the stray object: the tests above, failed uploads among them, left nothing behind.
-    expect(await collectStray(t.ctx, 0)).toEqual({ rows: 0, files: 1 });
+    expect(await collectStray(t.ctx, { minAge: 0 })).toEqual({ rows: 0, files: 1 });
     expect(await keys(`blobs/${hex(stray).slice(0, 2)}/${hex(stray)}`)).toEqual([]);
     const dl = (await t.call('GET', `/v1/version/download/${version.id}`, { key })).body.data;
     const back = await download(dl.url);
