@@ -85,16 +85,25 @@ export class Queue {
   /**
    * Registers a worker. Sent jobs wake it (see `send`); its polling only finds jobs that were
    * scheduled (`startAfter`), retried or expired, so it polls every 5 s unless told otherwise.
+   * A worker that found a job looks for the next one at once: one wake-up for many jobs (a
+   * sync's range jobs, sent together) must not leave the rest to the polling interval.
    */
   async work(name: JobName, handler: JobHandler, opts: { pollingIntervalSeconds?: number; batchSize?: number } = {}): Promise<void> {
-    const id = await this.boss.work<Record<string, unknown>>(
+    // Known once `work` returns; a first job could in principle arrive before (PGlite answers
+    // without I/O), and then only misses the immediate fetch.
+    const worker = { id: '' };
+    worker.id = await this.boss.work<Record<string, unknown>>(
       name,
       { pollingIntervalSeconds: opts.pollingIntervalSeconds ?? 5, batchSize: opts.batchSize ?? 1 },
       async (jobs) => {
-        for (const job of jobs) await handler(job.data);
+        try {
+          for (const job of jobs) await handler(job.data);
+        } finally {
+          if (worker.id) this.boss.notifyWorker(worker.id); // fetch again without waiting; an empty fetch then waits
+        }
       },
     );
-    this.workerIds.set(name, [...(this.workerIds.get(name) ?? []), id]);
+    this.workerIds.set(name, [...(this.workerIds.get(name) ?? []), worker.id]);
   }
 
   /** Makes this process's idle workers of `name` fetch now instead of at their next poll. */

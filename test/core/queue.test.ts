@@ -49,4 +49,22 @@ describe('job queue', () => {
       off();
     }
   });
+
+  it('lets a woken worker take every waiting job, not one per polling interval', async () => {
+    // Its own process without workers, and a worker whose polling never comes round in a test:
+    // each job after the first is only taken if the worker looks again once it has done one.
+    const api = await startTestServer({ role: 'api' });
+    try {
+      const done: string[] = [];
+      await api.ctx.queue.work('delete-profile', async (d) => void done.push(String(d.profileId)), { pollingIntervalSeconds: 3600 });
+      await api.ctx.db.transaction().execute(async (tx) => {
+        for (const id of ['profile_1', 'profile_2', 'profile_3']) await api.ctx.queue.send('delete-profile', { profileId: id }, { tx });
+      });
+      api.ctx.queue.wake('delete-profile'); // what the commit's signal does in a worker process
+      await eventually(async () => done.length === 3, 'all three jobs to be taken after one wake-up');
+      expect(done.sort()).toEqual(['profile_1', 'profile_2', 'profile_3']);
+    } finally {
+      await api.close();
+    }
+  });
 });
