@@ -127,4 +127,8 @@ describe('DirectorySyncs', () => {
     expect(flushes() - before).toBe(2);
     expect([...flushedNames.get(where)!].sort()).toEqual(['first', 'second']);
   });
+
+  it('has nothing to flush in a directory that was taken away (a discarded staging area)', async () => {
+    await expect(new DirectorySyncs().sync(path.join(dir, 'discarded'))).resolves.toBeUndefined();
+  });
 });

@@ -20,7 +20,12 @@ export async function syncFile(file: string): Promise<void> {
 
 /** Flushes a directory's entries (the names created, renamed or linked into it). */
 async function syncDirectory(dir: string): Promise<void> {
-  const handle = await fs.open(dir, 'r');
+  // A directory taken away meanwhile (a discarded staging area) has no names left to keep.
+  const handle = await fs.open(dir, 'r').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return null;
+    throw err;
+  });
+  if (!handle) return;
   try {
     await handle.sync();
   } catch (err) {
