@@ -19,6 +19,8 @@ import { LocalBlobStore } from '../../src/storage/blobs/local.js';
 
 const flushedFiles = new Set<number>();
 const flushedNames = new Map<string, Set<string>>();
+/** Directories whose flushes wait for this promise once started (to hold one flush running). */
+const held = new Map<string, Promise<void>>();
 
 let dir: string;
 beforeAll(async () => {
@@ -36,6 +38,7 @@ beforeAll(async () => {
     };
     handle.sync = async () => {
       const names = readdirSync(where); // a directory: files are flushed with datasync
+      await held.get(where);
       await sync();
       const known = flushedNames.get(where) ?? new Set();
       for (const name of names) known.add(name);
@@ -119,10 +122,13 @@ describe('DirectorySyncs', () => {
     await fs.mkdir(where);
     const flushes = () => vi.mocked(fs.open).mock.calls.filter((c) => path.resolve(String(c[0])) === where).length;
     const before = flushes();
+    let release!: () => void;
+    held.set(where, new Promise<void>((resolve) => (release = resolve)));
     await fs.writeFile(path.join(where, 'first'), '1');
-    const running = syncs.sync(where);
+    const running = syncs.sync(where); // started, and held until the calls below are made
     await fs.writeFile(path.join(where, 'second'), '2'); // named after the running flush started
     const waiting = Array.from({ length: 50 }, () => syncs.sync(where));
+    release();
     await Promise.all([running, ...waiting]);
     expect(flushes() - before).toBe(2);
     expect([...flushedNames.get(where)!].sort()).toEqual(['first', 'second']);
