@@ -14,7 +14,8 @@ import { deploy, download, hex, type Bundle } from './bundle.js';
 let t: TestServer;
 let key: string;
 beforeAll(async () => {
-  t = await startTestServer({ listen: true });
+  // No maintenance tick during the tests: these call the check and its claim themselves.
+  t = await startTestServer({ listen: true, config: { maintenanceIntervalSeconds: 3600 } });
   key = (await t.org()).key;
 });
 afterAll(async () => t?.close());
