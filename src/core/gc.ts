@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Ctx } from './context.js';
-import { EMPTY_HASH } from './trees.js';
+import { CHUNK, EMPTY_HASH, chunks } from './trees.js';
 import type { Tx } from '../storage/db.js';
 
 /**
@@ -15,13 +15,6 @@ import type { Tx } from '../storage/db.js';
 const BATCH = 500;
 /** How old an unreferenced blob row or stored file must be before `collectStray` takes it. */
 const STRAY_AGE_MS = 24 * 60 * 60 * 1000;
-const CHUNK = 2000;
-
-function chunks<T>(items: T[]): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += CHUNK) out.push(items.slice(i, i + CHUNK));
-  return out;
-}
 
 /** A blob row `b` that no tree entry, overlay entry or open upload references. */
 const UNREFERENCED = sql<boolean>`
@@ -33,7 +26,7 @@ const UNREFERENCED = sql<boolean>`
 async function sweepBlobs(ctx: Ctx, tx: Tx, candidates: string[]): Promise<number> {
   let swept = 0;
   for (const part of chunks([...new Set(candidates)])) {
-    const gone = await tx.deleteFrom('blobs as b').where('b.hash', 'in', part).where(UNREFERENCED).returning('b.hash').execute();
+    const gone = await tx.deleteFrom('blobs as b').where(sql<boolean>`b.hash = any(${part}::text[])`).where(UNREFERENCED).returning('b.hash').execute();
     // Still under the transaction: if deleting bytes fails, the rows come back.
     await ctx.blobs.delete(gone.map((g) => g.hash));
     swept += gone.length;

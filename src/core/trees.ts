@@ -111,8 +111,9 @@ export function totals(entries: TreeEntry[]): { fileCount: number; size: number 
  * one with thousands of placeholders, which took twice as long for a thousand tree entries
  * (docs/PERFORMANCE.md, "Upload").
  */
-const CHUNK = 2000;
-function chunks<T>(items: T[]): T[][] {
+export const CHUNK = 2000;
+/** `items` in slices of at most CHUNK, one statement each. */
+export function chunks<T>(items: T[]): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < items.length; i += CHUNK) out.push(items.slice(i, i + CHUNK));
   return out;
