@@ -9,6 +9,17 @@ export interface ErrorBody {
   details?: unknown;
 }
 
+/**
+ * Failures of the machine's storage, not of the request or the code: the disk is full, gone
+ * read-only, or failed a write or flush. The request did not complete and can be retried.
+ */
+const STORAGE_FAILURES: Record<string, string> = {
+  ENOSPC: 'no space left on the device',
+  EDQUOT: 'disk quota exceeded',
+  EIO: 'input/output error',
+  EROFS: 'the file system is read-only',
+};
+
 function body(error: string, code: string, details?: unknown): ErrorBody {
   return details === undefined ? { success: false, error, code } : { success: false, error, code, details };
 }
@@ -37,6 +48,13 @@ export function installErrorHandling(app: FastifyInstance): void {
     }
     if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
       return reply.status(fe.statusCode).send(body(fe.message, 'invalid_request'));
+    }
+    const io = err as NodeJS.ErrnoException;
+    if (io.syscall && io.code && Object.hasOwn(STORAGE_FAILURES, io.code)) {
+      request.log.error({ err }, 'storage failure');
+      const why = `${io.code}: ${STORAGE_FAILURES[io.code]}`;
+      const message = `The server's storage failed (${why}); the request did not complete. Try again later; if it persists, whoever runs this server should check the disk holding its data directory.`;
+      return reply.status(503).send(body(message, 'storage_unavailable'));
     }
     request.log.error({ err }, 'unhandled error');
     return reply.status(500).send(body('Internal server error. This is a bug; the server log has the details.', 'internal_error'));
