@@ -27,6 +27,9 @@ export const JOBS = {
 } satisfies Record<string, PgBoss.Queue extends infer Q ? Omit<Q & object, 'name'> : never>;
 
 export type JobName = keyof typeof JOBS;
+
+/** How long after a scheduled job's time its workers are woken: it must be due by then. */
+const DUE_MARGIN_MS = 20;
 export type JobHandler = (data: Record<string, unknown>) => Promise<void>;
 
 export class Queue {
@@ -34,6 +37,8 @@ export class Queue {
   private started = false;
   /** This process's pg-boss worker ids per job, so `wake` can make them fetch at once. */
   private readonly workerIds = new Map<string, string[]>();
+  /** Wake-ups of scheduled jobs (`wakeAt`), cleared on stop. */
+  private readonly timers = new Set<NodeJS.Timeout>();
 
   constructor(
     private readonly database: Database,
@@ -79,12 +84,31 @@ export class Queue {
       expireInSeconds: opts.expireInSeconds ?? this.opts.leaseSeconds ?? 300,
     });
     if (!opts.startAfter) await db.executeSql('select pg_notify($1, $2)', [PG_CHANNELS.jobs, name]);
+    else this.wakeAt(name, opts.startAfter);
     return id;
   }
 
   /**
-   * Registers a worker. Sent jobs wake it (see `send`); its polling only finds jobs that were
-   * scheduled (`startAfter`), retried or expired, so it polls every 5 s unless told otherwise.
+   * Wakes this process's workers of `name` when a job scheduled for `at` is due (a retry's
+   * backoff), so no worker polls often to find it. Once just after `at`, and once a second
+   * later in case the database's clock runs behind this one. If this process stops first,
+   * the job waits for another process's polling.
+   */
+  private wakeAt(name: JobName, at: Date): void {
+    for (const delay of [DUE_MARGIN_MS, 1000]) {
+      const timer = setTimeout(() => {
+        this.timers.delete(timer);
+        this.wake(name);
+      }, Math.max(0, at.getTime() - Date.now()) + delay);
+      timer.unref();
+      this.timers.add(timer);
+    }
+  }
+
+  /**
+   * Registers a worker. Sent jobs wake it, scheduled ones when they are due (see `send`); its
+   * polling only finds jobs retried by the queue, expired, or scheduled by a process that has
+   * stopped since, so it polls every 5 s unless told otherwise.
    * A worker that found a job looks for the next one at once: one wake-up for many jobs (a
    * sync's range jobs, sent together) must not leave the rest to the polling interval.
    */
@@ -112,6 +136,8 @@ export class Queue {
   }
 
   async stop(): Promise<void> {
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
     if (!this.started) return;
     this.started = false;
     await this.boss.stop({ graceful: true, wait: true, timeout: 10_000 });

@@ -29,10 +29,10 @@ export async function registerWorkers(ctx: Ctx): Promise<void> {
   // Agent turns: `runConcurrency` at a time, the stop listener and the lease reaper.
   await startRunWorkers(ctx);
   // Channels: webhook deliveries (two at a time: an attempt may wait 10 s), iMessages. Failed
-  // deliveries come back as jobs scheduled for their backoff time, which only polling finds.
+  // deliveries come back as jobs scheduled for their backoff time, which wake the workers
+  // of the process that scheduled them when due (Queue.send).
   installChannelHooks();
-  const retried = { pollingIntervalSeconds: 0.5 };
-  for (let i = 0; i < 2; i++) await ctx.queue.work('deliver-webhook', (d) => deliverWebhook(ctx, { deliveryId: String(d.deliveryId), ...attemptOf(d) }), retried);
+  for (let i = 0; i < 2; i++) await ctx.queue.work('deliver-webhook', (d) => deliverWebhook(ctx, { deliveryId: String(d.deliveryId), ...attemptOf(d) }));
   await ctx.queue.work('sendblue-inbound', (d) => processInbound(ctx, { channelId: String(d.channelId), messageHandle: String(d.messageHandle) }));
-  await ctx.queue.work('sendblue-reply', (d) => processReply(ctx, { channelId: String(d.channelId), messageHandle: String(d.messageHandle), ...attemptOf(d) }), retried);
+  await ctx.queue.work('sendblue-reply', (d) => processReply(ctx, { channelId: String(d.channelId), messageHandle: String(d.messageHandle), ...attemptOf(d) }));
 }

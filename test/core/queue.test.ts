@@ -37,7 +37,7 @@ describe('job queue', () => {
     }
   });
 
-  it('does not signal a job scheduled for later: polling finds it when it is due', async () => {
+  it('does not signal a job scheduled for later: its workers in the sending process are woken when it is due', async () => {
     const seen: string[] = [];
     const off = t.ctx.events.on('jobs', (name) => seen.push(name));
     try {
@@ -47,6 +47,20 @@ describe('job queue', () => {
       expect(seen).toEqual(['delete-app']);
     } finally {
       off();
+    }
+  });
+
+  it('runs a scheduled job when it is due, not at the next poll', async () => {
+    const api = await startTestServer({ role: 'api' });
+    try {
+      const ran: number[] = [];
+      await api.ctx.queue.work('deliver-webhook', async () => void ran.push(Date.now()), { pollingIntervalSeconds: 3600 });
+      const due = Date.now() + 300;
+      await api.ctx.queue.send('deliver-webhook', { deliveryId: 'delivery_none', attempt: 2 }, { startAfter: new Date(due) });
+      await eventually(async () => ran.length === 1, 'the scheduled job to run');
+      expect(ran[0]).toBeGreaterThanOrEqual(due);
+    } finally {
+      await api.close();
     }
   });
 
