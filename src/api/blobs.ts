@@ -15,7 +15,9 @@ import type { Api } from './index.js';
  */
 export function blobRoutes(app: Api, ctx: Ctx): void {
   void app.register(async (scope: Api) => {
-    // Upload bodies are raw bytes, streamed into the store, never buffered or parsed.
+    // Upload bodies are raw bytes, streamed into the store, never buffered or parsed, whatever
+    // Content-Type they come with (a JSON file sent as application/json is a file like any other).
+    scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
 
     scope.put(

@@ -4,6 +4,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Ctx } from '../core/context.js';
 import { authenticate, requireOrganization, requireUser, type Principal } from '../core/keys.js';
 import { registerRoutes } from '../api/index.js';
+import { BadRequestError } from '../core/errors.js';
 import { installErrorHandling } from './errors.js';
 import { installIdempotency } from './idempotency.js';
 import { validatorCompiler } from './validation.js';
@@ -72,6 +73,18 @@ export async function buildServer(ctx: Ctx, opts: BuildOptions = {}): Promise<Fa
     if (url.startsWith('/v1/organization/')) requireUser(principal);
     else requireOrganization(principal);
     request.principal = principal;
+  });
+
+  // Endpoints that document no body fields (DELETEs, `state/download/{id}`) take no body or `{}`:
+  // anything else is refused as a body with a schema would be, never silently ignored.
+  app.addHook('preValidation', async (request: FastifyRequest) => {
+    const url = request.routeOptions.url;
+    if (!url || !url.startsWith('/v1/') || request.routeOptions.config?.public || request.routeOptions.schema?.body) return;
+    const given = request.body as unknown;
+    if (given === undefined) return;
+    if (given === null || typeof given !== 'object' || Array.isArray(given)) throw new BadRequestError('This endpoint takes no body fields: send no body, or {}.');
+    const extra = Object.keys(given)[0];
+    if (extra !== undefined) throw new BadRequestError(`body.${extra}: unknown property "${extra}" is not allowed (this endpoint takes no body fields).`);
   });
 
   installIdempotency(app, ctx);

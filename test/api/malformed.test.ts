@@ -154,6 +154,10 @@ function setAt(root: unknown, path: Path, value: unknown, remove = false): unkno
 
 const WRONG: unknown[] = ['3', true, 123, 1.5, -1, 0, 2 ** 31, ['x'], { a: 1 }, null, '', 'no-such-value'];
 const UNICODE = { emoji: 'x-😀', rtl: 'שלום-עולם', nul: 'a\u0000b' };
+/** Not Unicode text, so PostgreSQL cannot store it; JSON can carry it (`"\ud800"`), a URL cannot. */
+const LONE_SURROGATE = 'a\ud800b';
+/** An object nested `depth` levels deep, as JSON (built without recursion). */
+const nested = (depth: number) => `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`;
 const short = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 40);
 const where = (path: Path) => ['body', ...path].join('.');
 let hugeBody: Buffer | undefined;
@@ -168,7 +172,11 @@ function bodyCases(op: Op, url: string): Case[] {
     { label: 'XML body', url, payload: '<a/>', contentType: 'application/xml', expect: [415] },
     { label: 'body over 32 MiB', url, payload: (hugeBody ??= Buffer.from(`{"x":"${'a'.repeat(33 * 2 ** 20)}"}`)), expect: [413] },
   ];
-  if (!op.body) return cases;
+  if (!op.body) {
+    // No documented body fields: no body or {} only, never a body silently ignored.
+    cases.push(json('an undocumented body field', { unexpectedField: 1 }, [400], 'unexpectedField'), json('body = null', null, [400]));
+    return cases;
+  }
   const schema = op.body;
   const base = sample(schema);
   if (!accepts(schema, base)) return [{ label: `cannot synthesize a valid body from the schema (${short(base)})`, url, expect: [] }];
@@ -189,8 +197,13 @@ function bodyCases(op: Op, url: string): Case[] {
       }
     }
     if (s.type === 'object' && !s.properties && s.additionalProperties !== false && n.path.length) {
-      // Free-form JSON is stored as jsonb, which cannot hold NUL: refuse it rather than fail.
+      // Free-form JSON is stored as jsonb, which cannot hold NUL or a lone surrogate, nor
+      // nest without end: refuse it rather than fail.
       send('an object holding NUL', { note: UNICODE.nul }, [400]);
+      send('an object holding a lone surrogate', { note: LONE_SURROGATE }, [400]);
+      send('an object with a lone surrogate in a key', { [LONE_SURROGATE]: 1 }, [400]);
+      const deep = JSON.stringify(setAt(base, n.path, 'DEEP')).replace('"DEEP"', nested(5000));
+      cases.push({ label: `${where(n.path)} = an object nested 5,000 levels deep`, url, payload: deep, expect: [400] });
     }
     if (n.path.length === 0) continue;
     for (const v of WRONG) invalid(short(v), v);
@@ -203,11 +216,11 @@ function bodyCases(op: Op, url: string): Case[] {
       cases.push(json(`${where(n.path)} = an unknown id`, accepts(schema, body) ? body : setAt(base, n.path, missingId(n.key!)), [404]));
     }
     if (s.type === 'string') {
-      for (const [name, v] of Object.entries(UNICODE)) {
+      for (const [name, v] of Object.entries({ ...UNICODE, 'lone surrogate': LONE_SURROGATE })) {
         if (!accepts(schema, setAt(base, n.path, v))) send(name, v, [400]);
         else if (ID_FIELDS.has(n.key ?? '')) send(name, v, [400, 404]);
-        // PostgreSQL text cannot hold NUL: it must be refused, never stored or a 500.
-        else if (name === 'nul') send(name, v, [400]);
+        // PostgreSQL text cannot hold these: refused, never stored altered or a 500.
+        else if (name === 'nul' || v === LONE_SURROGATE) send(name, v, [400]);
       }
     }
   }
@@ -233,7 +246,7 @@ function queryCases(op: Op, path: string, payload: string | undefined): Case[] {
     const at = (label: string, v: string | string[], expect: number[], names?: string) =>
       cases.push({ label: `query ${p.name} = ${label}`, url: url({ ...base, [p.name]: v }), payload, expect, names });
     if (p.required) cases.push({ label: `query ${p.name} missing`, url: url({ ...base, [p.name]: undefined }), payload, expect: [400], names: p.name });
-    const fixed: Record<string, string[]> = { page: ['-1', '0', '1.5', 'abc', ''], pageSize: ['-1', '0', '1.5', '101', 'abc', ''] };
+    const fixed: Record<string, string[]> = { page: ['-1', '0', '1.5', 'abc', '', '1e1', '0x10'], pageSize: ['-1', '0', '1.5', '101', 'abc', '', '1e1', '0x10'] };
     if (fixed[p.name]) {
       // The contract fixes these: never clamped, always a 400.
       for (const v of fixed[p.name]) at(JSON.stringify(v), v, [400]);
@@ -359,7 +372,7 @@ describe('malformed input to every /v1 endpoint', () => {
       const url = requiredQuery ? `${basePath}?${requiredQuery}` : basePath;
       const cases = [
         ...authCases(op, url),
-        ...(['POST', 'PUT', 'PATCH'].includes(op.method) ? bodyCases(op, url) : []),
+        ...(['POST', 'PUT', 'PATCH', 'DELETE'].includes(op.method) ? bodyCases(op, url) : []),
         ...queryCases(op, basePath, payload),
         ...pathCases(op, requiredQuery ? `?${requiredQuery}` : '', payload),
       ];
