@@ -39,7 +39,7 @@ export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
       path: request.url.split('?')[0],
       idempotencyKey: key,
     };
-    const bodyHash = sha256Hex(JSON.stringify(request.body ?? null));
+    const bodyHash = sha256Hex(canonicalJson(request.body ?? null));
     const cutoff = new Date(ctx.now().getTime() - TTL_MS);
     const inserted = await ctx.db.transaction().execute(async (tx) => {
       await tx
@@ -106,4 +106,14 @@ export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
     await where.set({ statusCode: reply.statusCode, response: JSON.stringify({ sealed: ctx.secrets.encrypt(payload) }) }).execute();
     return payload;
   });
+}
+
+/**
+ * JSON with every object's keys sorted: "the same body" is the same JSON value, whatever
+ * order a client's serializer writes its keys in. Array order counts.
+ */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v,
+  );
 }

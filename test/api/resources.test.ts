@@ -244,6 +244,10 @@ describe('Idempotency-Key', () => {
     expect(again.status).toBe(200);
     expect(again.body).toEqual(first.body);
     expect(again.headers['idempotent-replayed']).toBe('true');
+    // The same JSON value is the same body, whatever order its keys are written in.
+    const reordered = await t.call('POST', '/v1/app/create', { key, body: '{"type": "claude", "slug": "idem"}', headers });
+    expect(reordered.status).toBe(200);
+    expect(reordered.body).toEqual(first.body);
     const other = await t.call('POST', '/v1/app/create', { key, body: { slug: 'idem-2', type: 'claude' }, headers });
     expect(other.status).toBe(409);
     expect(other.body.code).toBe('idempotency_key_reused');
