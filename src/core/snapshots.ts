@@ -11,7 +11,7 @@ import { AppError, BadRequestError } from './errors.js';
 import { newId } from './ids.js';
 import { findProfile } from './profiles.js';
 import { getState, lockProfile, moveHead, nextStateNumber, type StateView } from './states.js';
-import { MAX_FILES, diffOverlay, pathProblem, saveBlobs, saveOverlay, totals, treeHashOf, versionFiles, type TreeEntry } from './trees.js';
+import { BundleNames, MAX_FILES, diffOverlay, pathProblem, saveBlobs, saveOverlay, totals, treeHashOf, versionFiles, type TreeEntry } from './trees.js';
 import { checkClaudeSettings } from './uploads.js';
 import { ArchiveError, detectFormat, readArchive } from '../storage/blobs/archive.js';
 import { INLINE_LIMIT } from '../storage/blobs/driver.js';
@@ -118,7 +118,7 @@ export async function materializeSnapshot(ctx: Ctx, job: { organizationId: strin
     const archive = path.join(dir, 'archive');
     await fetchArchive(ctx, job.source, archive);
     const files: (TreeEntry & { bytes?: Buffer })[] = [];
-    const limits = { maxFiles: MAX_FILES, maxBytes: ctx.config.maxBundleBytes, pathProblem };
+    const limits = { maxFiles: MAX_FILES, maxBytes: ctx.config.maxBundleBytes, pathProblem, names: () => new BundleNames() };
     await readArchive(archive, await detectFormat(archive), limits, async (filePath, size, body) => {
       const index = files.length;
       const hasher = createHash('sha256');

@@ -58,6 +58,30 @@ export function pathProblem(name: string): string | null {
   return null;
 }
 
+/**
+ * The names of one bundle, taken one by one: none twice, and none both a file and a folder
+ * (`a` and `a/b`), which no disk could hold as files. `add` returns what is wrong with a name
+ * given the ones before it, or null (and records it).
+ */
+export class BundleNames {
+  private readonly files = new Set<string>();
+  /** Each folder the files so far are in, with one of those files. */
+  private readonly folders = new Map<string, string>();
+
+  add(name: string): string | null {
+    if (this.files.has(name)) return 'appears twice';
+    const inside = this.folders.get(name);
+    if (inside !== undefined) return `is both a file and a folder (${JSON.stringify(inside)} is inside it)`;
+    const folders: string[] = [];
+    for (let i = name.indexOf('/'); i !== -1; i = name.indexOf('/', i + 1)) folders.push(name.slice(0, i));
+    const file = folders.find((f) => this.files.has(f));
+    if (file !== undefined) return `is inside ${JSON.stringify(file)}, which is also a file`;
+    this.files.add(name);
+    for (const f of folders) if (!this.folders.has(f)) this.folders.set(f, name);
+    return null;
+  }
+}
+
 /** Byte order of the UTF-8 paths: the canonical order (PostgreSQL: `collate "C"`). */
 export function sortByPath<T extends { path: string }>(items: T[]): T[] {
   const keyed = items.map((item) => ({ item, key: Buffer.from(item.path, 'utf8') }));

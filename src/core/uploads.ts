@@ -5,7 +5,7 @@ import { eachLimit } from './concurrency.js';
 import type { Ctx } from './context.js';
 import { AppError, BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError } from './errors.js';
 import { newId } from './ids.js';
-import { MAX_FILES, hashRef, lockBlobs, parseHash, pathProblem, saveBlobs, type TreeEntry } from './trees.js';
+import { BundleNames, MAX_FILES, hashRef, lockBlobs, parseHash, pathProblem, saveBlobs, type TreeEntry } from './trees.js';
 import { HashMismatchError, INLINE_LIMIT, TooLargeError } from '../storage/blobs/driver.js';
 import type { LocalBlobStore } from '../storage/blobs/local.js';
 import type { Tx } from '../storage/db.js';
@@ -30,16 +30,18 @@ export interface UploadReply {
   batchUrl?: { url: string; method: 'PUT'; headers: Record<string, string> };
 }
 
-/** Checks the declared files: valid paths, hashes, no duplicates. Returns them with hex hashes. */
+/** Checks the declared files: valid paths, hashes, no duplicates, no file that is also a folder. Returns them with hex hashes. */
 export function checkDeclaredFiles(files: { name: string; hash: string }[]): { name: string; hash: string }[] {
   if (files.length > MAX_FILES) throw new BadRequestError(`A bundle holds at most ${MAX_FILES} files; got ${files.length}.`);
   const problems: { name: string; problem: string }[] = [];
-  const seen = new Set<string>();
+  const names = new BundleNames();
   const out = files.map((f) => {
     const problem = pathProblem(f.name);
     if (problem) problems.push({ name: f.name, problem: `file name ${problem}` });
-    else if (seen.has(f.name)) problems.push({ name: f.name, problem: 'duplicate file name' });
-    seen.add(f.name);
+    else {
+      const clash = names.add(f.name);
+      if (clash) problems.push({ name: f.name, problem: clash === 'appears twice' ? 'duplicate file name' : `file name ${clash}` });
+    }
     const hash = parseHash(f.hash);
     if (!hash) problems.push({ name: f.name, problem: 'hash must be sha256-<64 hex>, sha256-<base64> or 64 hex characters' });
     return { name: f.name, hash: hash ?? '' };

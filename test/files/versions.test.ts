@@ -163,6 +163,22 @@ describe('signed upload URLs', () => {
     expect((await complete(appId, up.body.data)).status).toBe(200);
   });
 
+  it('stores the bytes whatever Content-Type they come with, JSON included', async () => {
+    const appId = await newApp();
+    const files = { 'config.json': '{"model": "opus"}', 'data.json': '{}' };
+    const up = (await upload(appId, files)).body.data;
+    const withType = (headers: Record<string, string>, type: string) => ({ ...Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== 'content-type')), 'content-type': type });
+    const single = up.uploadUrls.find((u: { name: string }) => u.name === 'config.json');
+    const res = await fetch(single.url, { method: 'PUT', headers: withType(single.headers, 'application/json'), body: files['config.json'] });
+    expect(res.status).toBe(200);
+    const batch = await tarball([{ name: 'data.json', data: files['data.json'] }]);
+    const batched = await fetch(up.batchUrl.url, { method: 'PUT', headers: withType(up.batchUrl.headers, 'application/json; charset=utf-8'), body: batch });
+    expect(batched.status).toBe(200);
+    const done = await complete(appId, up);
+    expect(done.status).toBe(200);
+    expect(asStrings(await download((await t.call('GET', `/v1/version/download/${done.body.data.id}`, { key })).body.data.url))).toEqual(files);
+  });
+
   it('refuses an expired URL', async () => {
     const appId = await newApp();
     const up = await upload(appId, { 'a.txt': 'x' });
@@ -379,6 +395,17 @@ describe('upload input rules', () => {
     const res = await t.call('POST', '/v1/version/upload', { key, body: { appId, files: [{ name, hash: ref('x') }] } });
     expect(res.status).toBe(400);
     expect(res.body.error).toContain(why);
+    expect(await t.ctx.db.selectFrom('uploads').select('id').where('appId', '=', appId).execute()).toEqual([]);
+  });
+
+  it.each([
+    [['notes', 'notes/today.md'], /"notes\/today\.md".*inside "notes", which is also a file/],
+    [['a/b/c.md', 'a/b'], /"a\/b".*both a file and a folder \("a\/b\/c\.md" is inside it\)/],
+  ])('rejects %j: no disk holds a file and a folder of one name', async (names, message) => {
+    const appId = await newApp();
+    const res = await t.call('POST', '/v1/version/upload', { key, body: { appId, files: names.map((name) => ({ name, hash: ref(name) })) } });
+    expect(res.status).toBe(400);
+    expect(res.body.error).toMatch(message);
     expect(await t.ctx.db.selectFrom('uploads').select('id').where('appId', '=', appId).execute()).toEqual([]);
   });
 

@@ -21,6 +21,8 @@ export interface ArchiveLimits {
   maxBytes: number;
   /** Why a path is not acceptable, or null. */
   pathProblem(path: string): string | null;
+  /** A fresh check of the names of one archive, given one by one (duplicates, a file that is also a folder). */
+  names(): { add(path: string): string | null };
 }
 
 export type ArchiveFormat = 'zip' | 'tar.gz';
@@ -61,16 +63,18 @@ export async function readArchive(file: string, format: ArchiveFormat, limits: A
 class Tally {
   files = 0;
   bytes = 0;
-  readonly seen = new Set<string>();
-  constructor(private readonly limits: ArchiveLimits) {}
+  private readonly names: { add(path: string): string | null };
+  constructor(private readonly limits: ArchiveLimits) {
+    this.names = limits.names();
+  }
 
   /** Normalizes `./a` to `a` and applies the bundle's path rules. */
   file(rawPath: string, size: number): string {
     const path = rawPath.replace(/^(\.\/)+/, '');
     const problem = this.limits.pathProblem(path);
     if (problem) throw new ArchiveError(`entry ${JSON.stringify(rawPath)} is not allowed: its path ${problem}`);
-    if (this.seen.has(path)) throw new ArchiveError(`entry ${JSON.stringify(rawPath)} appears twice`);
-    this.seen.add(path);
+    const clash = this.names.add(path);
+    if (clash) throw new ArchiveError(`entry ${JSON.stringify(rawPath)} ${clash}`);
     if (++this.files > this.limits.maxFiles) throw new ArchiveError(`the archive holds more than ${this.limits.maxFiles} files`);
     this.bytes += size;
     if (this.bytes > this.limits.maxBytes) throw new ArchiveError(`the archive's files exceed ${this.limits.maxBytes} bytes uncompressed`);
