@@ -6,12 +6,12 @@ import { newId } from './ids.js';
 import { DEFAULT_LIMIT_MESSAGE, findApp } from './apps.js';
 import { findChannel } from './channels.js';
 import { insertProfile } from './profiles.js';
-import { enqueueRun } from './runs.js';
+import { enqueueRun, OPEN } from './runs.js';
 import { assertPublicUrl } from './url-guard.js';
 import { PERIODS, periodStart } from './usage.js';
 import type { Tx } from '../storage/db.js';
 import { isUniqueViolation } from '../storage/pg-errors.js';
-import type { App, Profile, RunImage } from '../storage/schema.js';
+import type { App, Profile, RunImage, Session } from '../storage/schema.js';
 
 /**
  * `POST /v1/response/run` (CONTRACT §6, §7, §9): validate, resolve or create the profile
@@ -56,6 +56,8 @@ export async function startRun(ctx: Ctx, organizationId: string, input: RunInput
   if (!app.headVersionId) {
     throw new ConflictError(`App "${app.slug}" has no version yet; deploy one before running it.`, 'no_head_version');
   }
+  // A run refused for its session creates nothing, not even the user's profile.
+  if (input.sessionId !== undefined) await checkSessionFor(ctx, app, input.userId, input.sessionId);
   const profile = await resolveProfile(ctx, app, input.userId);
   return ctx.events.transaction(async (tx, signal) => {
     const sessionId = await resolveSession(ctx, tx, app, profile, input.sessionId);
@@ -153,24 +155,54 @@ async function resolveProfile(ctx: Ctx, app: App, userId: string): Promise<Profi
 async function resolveSession(ctx: Ctx, tx: Tx, app: App, profile: Profile, sessionId: string | undefined): Promise<string> {
   const id = sessionId ?? newId('session');
   const now = ctx.now();
-  await tx
+  const created = await tx
     .insertInto('sessions')
     .values({ id, organizationId: app.organizationId, appId: app.id, type: 'single', profileId: profile.id, lastInstanceId: null, turns: 0, createdAt: now, lastActiveAt: now })
     .onConflict((oc) => oc.columns(['organizationId', 'id']).doNothing())
-    .execute();
+    .returning('id')
+    .executeTakeFirst();
+  if (created) {
+    // A deleted session of this id may still be ending a turn: the new one must not queue behind it.
+    const ending = await tx.selectFrom('instances').select('id').where('organizationId', '=', app.organizationId).where('sessionId', '=', id).where('status', 'in', OPEN).limit(1).executeTakeFirst();
+    if (ending) throw new ConflictError(`Session "${id}" was deleted and its last turn is still stopping; try again in a few seconds, or use another sessionId.`);
+  }
   const session = await tx.selectFrom('sessions').selectAll().where('organizationId', '=', app.organizationId).where('id', '=', id).forUpdate().executeTakeFirstOrThrow();
-  if (session.appId !== app.id) throw new ConflictError(`Session "${id}" belongs to another app; use another sessionId.`);
-  if (session.type === 'single') {
-    if (session.profileId === null) {
-      // Made by session/create: its first run decides whose conversation it is.
-      await tx.updateTable('sessions').set({ profileId: profile.id }).where('organizationId', '=', app.organizationId).where('id', '=', id).execute();
-    } else if (session.profileId !== profile.id) {
-      throw new ConflictError(`Session "${id}" is another user's conversation; use another sessionId.`);
-    }
-  } else if (app.type === 'claude') {
-    throw new ConflictError(`Session "${id}" is a group session; claude apps run only single sessions.`);
+  const conflict = sessionConflict(app, session, (owner) => owner === profile.id);
+  if (conflict) throw conflict;
+  if (session.type === 'single' && session.profileId === null) {
+    // Made by session/create: its first run decides whose conversation it is.
+    await tx.updateTable('sessions').set({ profileId: profile.id }).where('organizationId', '=', app.organizationId).where('id', '=', id).execute();
   }
   return id;
+}
+
+/** Why a run of `app` by the profile `isRunner` accepts may not use `session`, or null. */
+function sessionConflict(app: App, session: Pick<Session, 'id' | 'appId' | 'type' | 'profileId'>, isRunner: (profileId: string) => boolean): ConflictError | null {
+  const id = session.id;
+  if (session.appId !== app.id) return new ConflictError(`Session "${id}" belongs to another app; use another sessionId.`);
+  if (session.type === 'single') {
+    if (session.profileId !== null && !isRunner(session.profileId)) return new ConflictError(`Session "${id}" is another user's conversation; use another sessionId.`);
+  } else if (app.type === 'claude') {
+    return new ConflictError(`Session "${id}" is a group session; claude apps run only single sessions.`);
+  }
+  return null;
+}
+
+/**
+ * The checks of resolveSession, made before the run creates anything (the user's profile, on a
+ * first run). resolveSession makes them again in the run's transaction, where they hold.
+ */
+async function checkSessionFor(ctx: Ctx, app: App, userId: string, sessionId: string): Promise<void> {
+  const session = await ctx.db
+    .selectFrom('sessions')
+    .leftJoin('profiles', 'profiles.id', 'sessions.profileId')
+    .select(['sessions.id', 'sessions.appId', 'sessions.type', 'sessions.profileId', 'profiles.identifier', 'profiles.appId as profileAppId'])
+    .where('sessions.organizationId', '=', app.organizationId)
+    .where('sessions.id', '=', sessionId)
+    .executeTakeFirst();
+  if (!session) return;
+  const conflict = sessionConflict(app, session, () => session.identifier === userId && session.profileAppId === app.id);
+  if (conflict) throw conflict;
 }
 
 /**

@@ -18,7 +18,7 @@ import type { Instance } from '../storage/schema.js';
  * one (the chain). Every state change locks the instance row first, then the session row.
  */
 
-const OPEN = ['queued', 'running'] as const;
+export const OPEN = ['queued', 'running'] as const;
 
 /** Steps other subsystems add when an instance ends, in its final transaction (e.g. channel webhooks). */
 export const instanceEndedHooks: ((ctx: Ctx, tx: Tx, instance: Instance) => Promise<void>)[] = [];

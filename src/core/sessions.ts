@@ -3,6 +3,8 @@ import { BadRequestError, NotFoundError } from './errors.js';
 import { newId } from './ids.js';
 import { findApp } from './apps.js';
 import { paginate, type PageParams } from './pagination.js';
+import { finalizeInstance, OPEN } from './runs.js';
+import { ZERO_USAGE } from '../runtime/events.js';
 import type { Db } from '../storage/db.js';
 import type { Session } from '../storage/schema.js';
 
@@ -72,8 +74,35 @@ export async function listSessions(ctx: Ctx, organizationId: string, params: Pag
   return paginate(q, params, (q) => q.orderBy('createdAt', 'desc').orderBy('id', 'desc'), sessionView);
 }
 
+/**
+ * Deletes a session and its conversation (transcripts cascade). Its turns go with it: queued
+ * ones end `stopped` at once, running ones are told to stop (as `response/stop` does), so no
+ * turn of it runs later under a new session that reuses the id (resolveSession waits for
+ * them). Its ended instances and history stay, as records of what ran.
+ */
 export async function deleteSession(ctx: Ctx, organizationId: string, id: string): Promise<{ id: string; deleted: true }> {
   const session = await findSession(ctx.db, organizationId, id);
-  await ctx.db.deleteFrom('sessions').where('organizationId', '=', organizationId).where('id', '=', session.id).execute();
+  await ctx.events.transaction(async (tx, signal) => {
+    const locked = await tx.selectFrom('sessions').select('id').where('organizationId', '=', organizationId).where('id', '=', session.id).forUpdate().executeTakeFirst();
+    if (!locked) return; // deleted meanwhile
+    const open = await tx
+      .selectFrom('instances')
+      .select(['id', 'status'])
+      .where('organizationId', '=', organizationId)
+      .where('sessionId', '=', session.id)
+      .where('status', 'in', OPEN)
+      .orderBy('runOrder')
+      .forUpdate()
+      .execute();
+    for (const instance of open) {
+      if (instance.status === 'queued') {
+        await finalizeInstance(ctx, tx, signal, instance.id, { status: 'stopped', output: null, error: null, usage: { ...ZERO_USAGE } });
+      } else {
+        await tx.updateTable('instances').set({ stopRequested: true }).where('id', '=', instance.id).execute();
+        await signal('stop', instance.id);
+      }
+    }
+    await tx.deleteFrom('sessions').where('organizationId', '=', organizationId).where('id', '=', session.id).execute();
+  });
   return { id: session.id, deleted: true };
 }

@@ -16,9 +16,15 @@ export async function runOpenclaw(req: TurnRequest): Promise<TurnOutcome> {
     throw new TurnError('ANTHROPIC_API_KEY is not set on the server that ran this turn; openclaw apps cannot run without it.', 'not_configured');
   }
   const session = instance.sessionId
-    ? await ctx.db.selectFrom('sessions').select('type').where('organizationId', '=', instance.organizationId).where('id', '=', instance.sessionId).executeTakeFirst()
+    ? await ctx.db.selectFrom('sessions').select(['type', 'createdAt']).where('organizationId', '=', instance.organizationId).where('id', '=', instance.sessionId).executeTakeFirst()
     : undefined;
-  const conversation = session?.type === 'group' ? `group/${instance.sessionId}` : `${instance.profileId}/${instance.sessionId ?? instance.id}`;
+  // A session deleted and made again under the same id starts a new conversation: its
+  // creation time is part of the key. A turn whose session is gone talks in one of its own.
+  const conversation = !session
+    ? `${instance.profileId}/${instance.id}`
+    : session.type === 'group'
+      ? `group/${instance.sessionId}/${session.createdAt.getTime()}`
+      : `${instance.profileId}/${instance.sessionId}/${session.createdAt.getTime()}`;
   const result = await runOpenclawTurn({
     pool: openclawPool(ctx),
     gatewayKey: app.id,

@@ -107,6 +107,13 @@ describe('openclaw apps', { timeout: 240_000 }, () => {
     // The second turn's workspace was materialized from the new head: MEMORY.md is the new one.
     expect(JSON.stringify(request.system)).toContain('PELICAN');
 
+    // A session deleted and started again under its id is a new conversation (the files stay).
+    expect((await api.call('DELETE', '/v1/session/bob-1')).body.data).toEqual({ id: 'bob-1', deleted: true });
+    const anew = fake.script(onTurn('START-AGAIN', { blocks: [{ type: 'text', text: 'Hello again.' }] }));
+    const three = (await api.run({ appId, channelId, userId: 'bob', input: 'START-AGAIN', sessionId: 'bob-1' })).body.data;
+    expect((await api.events(three.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed' });
+    expect(allText({ messages: (await anew.request).body.messages })).not.toContain('REMEMBER-PELICAN');
+
     // Another profile of the app has its own files and its own conversation.
     const other = fake.script(onTurn('CAROL-HI', { blocks: [{ type: 'text', text: 'Hi Carol.' }] }));
     const carol = (await api.run({ appId, channelId, userId: 'carol', input: 'CAROL-HI', sessionId: 'carol-1' })).body.data;

@@ -206,6 +206,8 @@ describe('sessions', () => {
     const frank = await api.run({ appId, channelId, userId: 'frank', input: 'hello', sessionId: 'erin-only' });
     expect(frank.status).toBe(409);
     expect(frank.body.error).toContain('erin-only');
+    // A refused first run creates nothing, not even the user's profile.
+    expect((await api.call('GET', `/v1/profile/frank?appId=${appId}`)).status).toBe(404);
     const otherApp = (await api.call('POST', '/v1/app/create', { slug: 'second-app', type: 'claude' })).body.data.id;
     await deploy(t, key, otherApp, BUNDLE);
     const otherChannel = (await api.call('POST', '/v1/channel/create', { appId: otherApp, slug: 'api', type: 'api' })).body.data.id;
@@ -213,7 +215,32 @@ describe('sessions', () => {
     expect(crossApp.status).toBe(409);
     // Neither refused run was charged or recorded.
     expect((await api.call('GET', `/v1/instance/list?appId=${otherApp}`)).body.data.total).toBe(0);
+    expect((await api.call('GET', `/v1/profile/list?appId=${otherApp}`)).body.data.total).toBe(0);
     await api.events(erin.body.data.instanceId);
+  });
+
+  it('deleting a session stops its turns; a new session of the same id is a new conversation', async () => {
+    const slow = fake.script(onTurn('GINA-PRIVATE-1', { blocks: [{ type: 'text', text: ['Secret ', 'reply ', 'never sent'] }], pauseAfter: 1 }));
+    const sessionId = 'reused-id';
+    const first = (await api.run({ appId, channelId, userId: 'gina', input: 'GINA-PRIVATE-1', sessionId })).body.data;
+    const queued = (await api.run({ appId, channelId, userId: 'gina', input: 'GINA-PRIVATE-2', sessionId })).body.data;
+    await slow.paused;
+    const deleted = await api.call('DELETE', `/v1/session/${sessionId}`);
+    expect(deleted.body.data).toEqual({ id: sessionId, deleted: true });
+    // The queued turn ended at once; the running one stops.
+    expect((await api.instance(queued.instanceId)).status).toBe('stopped');
+    expect((await api.events(first.instanceId)).at(-1)!.data.status).toBe('stopped');
+    expect((await api.events(queued.instanceId)).map((e) => [e.type, e.data.status])).toEqual([['status', 'queued'], ['result', 'stopped']]);
+
+    // Another user may now take the id: a new session, with none of the old conversation.
+    const hello = fake.script(onTurn('HANK-HELLO', { blocks: [{ type: 'text', text: 'Hello Hank.' }] }));
+    const hank = await api.run({ appId, channelId, userId: 'hank', input: 'HANK-HELLO', sessionId });
+    expect(hank.status).toBe(200);
+    expect((await api.events(hank.body.data.instanceId)).at(-1)!.data.status).toBe('completed');
+    expect(allText((await hello.request).body)).not.toContain('GINA-PRIVATE');
+    expect(fake.requests.some((r) => allText(r.body).includes('GINA-PRIVATE-2'))).toBe(false);
+    const session = (await api.call('GET', `/v1/session/${sessionId}`)).body.data;
+    expect(session).toMatchObject({ profileId: hank.body.data.profileId, turns: 1, lastInstanceId: hank.body.data.instanceId });
   });
 });
 
