@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import type { Ctx } from './context.js';
 import { appendEvents, type Signal } from './events.js';
 import { newId } from './ids.js';
+import { profileDeletionSteps } from './profiles.js';
 import { findInstance } from './records.js';
 import { isFinalStatus, resultEvent, ZERO_USAGE, type FinalStatus, type RuntimeEvent, type Usage } from '../runtime/events.js';
 import type { Tx } from '../storage/db.js';
@@ -178,27 +179,40 @@ export const STOP_WAIT_MS = 10_000;
  */
 export async function stopInstance(ctx: Ctx, organizationId: string, instanceId: string): Promise<{ instanceId: string; status: string }> {
   const found = await findInstance(ctx.db, organizationId, instanceId);
-  const watch = ctx.events.watch('events', found.id);
+  const status = await ctx.events.transaction(async (tx, signal) => {
+    const row = await tx.selectFrom('instances').select(['id', 'status']).where('id', '=', found.id).forUpdate().executeTakeFirstOrThrow();
+    return stopOpen(ctx, tx, signal, row);
+  });
+  return { instanceId: found.id, status: isFinalStatus(status) ? status : ((await statusWithin(ctx, found.id, STOP_WAIT_MS)) ?? status) };
+}
+
+/**
+ * Stops an instance (locked by the caller): a queued one ends `stopped` at once; a running
+ * one is flagged and its worker signalled (any process; the worker also sees the flag when it
+ * renews its lease); an ended one is left as it is. Returns its status now.
+ */
+export async function stopOpen(ctx: Ctx, tx: Tx, signal: Signal, instance: { id: string; status: string }): Promise<string> {
+  if (instance.status === 'queued') {
+    await finalizeInstance(ctx, tx, signal, instance.id, { status: 'stopped', output: null, error: null, usage: { ...ZERO_USAGE } });
+    return 'stopped';
+  }
+  if (instance.status === 'running') {
+    await tx.updateTable('instances').set({ stopRequested: true }).where('id', '=', instance.id).execute();
+    await signal('stop', instance.id);
+  }
+  return instance.status;
+}
+
+/** The instance's status once it has ended, or when `ms` have passed; null once it is gone. */
+async function statusWithin(ctx: Ctx, instanceId: string, ms: number): Promise<string | null> {
+  const watch = ctx.events.watch('events', instanceId);
   try {
-    const status = await ctx.events.transaction(async (tx, signal) => {
-      const row = await tx.selectFrom('instances').select(['id', 'status']).where('id', '=', found.id).forUpdate().executeTakeFirstOrThrow();
-      if (row.status === 'queued') {
-        await finalizeInstance(ctx, tx, signal, row.id, { status: 'stopped', output: null, error: null, usage: { ...ZERO_USAGE } });
-        return 'stopped';
-      }
-      if (row.status === 'running') {
-        await tx.updateTable('instances').set({ stopRequested: true }).where('id', '=', row.id).execute();
-        await signal('stop', row.id);
-      }
-      return row.status;
-    });
-    const deadline = Date.now() + STOP_WAIT_MS;
-    let current = status;
-    while (!isFinalStatus(current) && Date.now() < deadline && !ctx.events.isClosed) {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const row = await ctx.db.selectFrom('instances').select('status').where('id', '=', instanceId).executeTakeFirst();
+      if (!row || isFinalStatus(row.status) || Date.now() >= deadline || ctx.events.isClosed) return row?.status ?? null;
       await watch.wait(deadline - Date.now());
-      current = (await ctx.db.selectFrom('instances').select('status').where('id', '=', found.id).executeTakeFirstOrThrow()).status;
     }
-    return { instanceId: found.id, status: current };
   } finally {
     watch.close();
   }
@@ -249,3 +263,42 @@ export async function reapRuns(ctx: Ctx): Promise<{ failed: number; requeued: nu
   }
   return { failed, requeued: stale.rows.length };
 }
+
+/** Instances removed per transaction when a profile is deleted. */
+const PURGE_BATCH = 500;
+
+/**
+ * The profile deletion job's step for its turns (CONTRACT §7: every record under it goes).
+ * Its open turns are stopped first, as `response/stop` does; while one is still stopping the
+ * step throws, and the job is retried. Then its instances (their events cascade), history and
+ * conflicts are deleted. The iMessages that started its turns keep their handle, so a
+ * duplicate is still recognized, but not their text.
+ */
+export async function purgeProfileRuns(ctx: Ctx, profileId: string): Promise<void> {
+  const stopping = await ctx.events.transaction(async (tx, signal) => {
+    const open = await tx.selectFrom('instances').select(['id', 'status']).where('profileId', '=', profileId).where('status', 'in', OPEN).orderBy('runOrder').forUpdate().execute();
+    for (const instance of open) await stopOpen(ctx, tx, signal, instance);
+    return open.filter((i) => i.status === 'running').map((i) => i.id);
+  });
+  for (const id of stopping) {
+    const status = await statusWithin(ctx, id, STOP_WAIT_MS);
+    if (status !== null && !isFinalStatus(status)) throw new Error(`A turn of profile ${profileId} (${id}) is still stopping; the deletion job tries again.`);
+  }
+  for (;;) {
+    const ids = (await ctx.db.selectFrom('instances').select('id').where('profileId', '=', profileId).limit(PURGE_BATCH).execute()).map((i) => i.id);
+    if (ids.length === 0) break;
+    await ctx.db.transaction().execute(async (tx) => {
+      await tx
+        .updateTable('sendblueMessages')
+        .set({ content: null, mediaUrls: null, replyText: null })
+        .where('instanceId', 'in', ids)
+        .where('status', 'in', ['replied', 'no_reply', 'failed'])
+        .execute();
+      await tx.deleteFrom('history').where('instanceId', 'in', ids).execute();
+      await tx.deleteFrom('instances').where('id', 'in', ids).execute();
+    });
+  }
+  await ctx.db.deleteFrom('history').where('profileId', '=', profileId).execute();
+  await ctx.db.deleteFrom('conflicts').where('profileId', '=', profileId).execute();
+}
+profileDeletionSteps.push(purgeProfileRuns);

@@ -3,8 +3,7 @@ import { BadRequestError, NotFoundError } from './errors.js';
 import { newId } from './ids.js';
 import { findApp } from './apps.js';
 import { paginate, type PageParams } from './pagination.js';
-import { finalizeInstance, OPEN } from './runs.js';
-import { ZERO_USAGE } from '../runtime/events.js';
+import { OPEN, stopOpen } from './runs.js';
 import type { Db } from '../storage/db.js';
 import type { Session } from '../storage/schema.js';
 
@@ -94,14 +93,7 @@ export async function deleteSession(ctx: Ctx, organizationId: string, id: string
       .orderBy('runOrder')
       .forUpdate()
       .execute();
-    for (const instance of open) {
-      if (instance.status === 'queued') {
-        await finalizeInstance(ctx, tx, signal, instance.id, { status: 'stopped', output: null, error: null, usage: { ...ZERO_USAGE } });
-      } else {
-        await tx.updateTable('instances').set({ stopRequested: true }).where('id', '=', instance.id).execute();
-        await signal('stop', instance.id);
-      }
-    }
+    for (const instance of open) await stopOpen(ctx, tx, signal, instance);
     await tx.deleteFrom('sessions').where('organizationId', '=', organizationId).where('id', '=', session.id).execute();
   });
   return { id: session.id, deleted: true };

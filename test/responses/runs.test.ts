@@ -244,6 +244,30 @@ describe('sessions', () => {
   });
 });
 
+describe('deleting a profile', () => {
+  it('stops its turns, then removes its instances, their events and its history', async () => {
+    fake.script(onTurn('IVY-FIRST', { blocks: [{ type: 'text', text: 'Hello Ivy.' }] }));
+    const done = (await api.run({ appId, channelId, userId: 'ivy', input: 'IVY-FIRST', sessionId: 'ivy-1' })).body.data;
+    await api.events(done.instanceId);
+    const slow = fake.script(onTurn('IVY-SLOW', { blocks: [{ type: 'text', text: ['Slow ', 'reply'] }], pauseAfter: 1 }));
+    const running = (await api.run({ appId, channelId, userId: 'ivy', input: 'IVY-SLOW', sessionId: 'ivy-1' })).body.data;
+    const queued = (await api.run({ appId, channelId, userId: 'ivy', input: 'IVY-NEVER', sessionId: 'ivy-1' })).body.data;
+    await slow.paused;
+    const rows = (table: 'instances' | 'history') => t.ctx.db.selectFrom(table).select('id').where('profileId', '=', done.profileId).execute();
+    expect(await rows('instances')).toHaveLength(3);
+
+    expect((await api.call('DELETE', `/v1/profile/${done.profileId}`)).body.data).toEqual({ id: done.profileId, status: 'deleting' });
+    await slow.disconnected; // the running turn was stopped
+    await eventually(async () => (await api.call('GET', `/v1/profile/${done.profileId}`)).status === 404, 'the profile to be deleted');
+    expect(await rows('instances')).toEqual([]);
+    expect(await rows('history')).toEqual([]);
+    expect(await t.ctx.db.selectFrom('events').select('seq').where('instanceId', 'in', [done.instanceId, running.instanceId, queued.instanceId]).execute()).toEqual([]);
+    expect((await api.call('GET', `/v1/instance/${done.instanceId}`)).status).toBe(404);
+    expect((await api.call('GET', '/v1/history/list?sessionId=ivy-1')).body.data.total).toBe(0);
+    expect(fake.requests.some((r) => allText(r.body).includes('IVY-NEVER'))).toBe(false);
+  });
+});
+
 describe('files', () => {
   /** Scripts a turn that reads notes/shared.txt, writes `writes` (path → content), then answers `last`. */
   function editTurn(marker: string, writes: Record<string, string>, last: Omit<FakeScript, 'match'>) {

@@ -6,6 +6,7 @@ import * as m004 from './004_responses.js';
 import * as m005 from './005_deliveries.js';
 import * as m006 from './006_apps_notify.js';
 import * as m007 from './007_profiles_fillfactor.js';
+import * as m008 from './008_profile_records.js';
 
 // Ordered by name; add a file and a line here, never edit a migration that has shipped.
 const MIGRATIONS: Record<string, Migration> = {
@@ -16,6 +17,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '005_deliveries': m005,
   '006_apps_notify': m006,
   '007_profiles_fillfactor': m007,
+  '008_profile_records': m008,
 };
 
 export const migrationProvider: MigrationProvider = {
