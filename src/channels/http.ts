@@ -59,6 +59,15 @@ export async function sendOnce(config: Pick<Config, 'allowPrivateUrls'>, req: Ou
   if (!client) return failed(`"${req.url}" is not an http or https URL.`);
   const headers: Record<string, string> = { ...req.headers };
   if (req.body !== undefined) headers['content-length'] = String(Buffer.byteLength(req.body));
+  for (const [name, value] of Object.entries(headers)) {
+    // Node refuses to build a request with such a header: an attempt that failed, not a crash.
+    try {
+      http.validateHeaderName(name);
+      http.validateHeaderValue(name, value);
+    } catch (err) {
+      return failed(`the header "${name}" cannot be sent: ${(err as Error).message}`);
+    }
+  }
   return new Promise((resolve) => {
     let settled = false;
     const settle = (r: OutboundResult) => {

@@ -50,10 +50,12 @@ function toHex16(a: number, b: number): string {
 const blockList = new BlockList();
 for (const [net, prefix] of IPV4_BLOCKED) {
   blockList.addSubnet(net, prefix, 'ipv4');
-  // The same IPv4 range reached through an IPv6 wrapper: NAT64 (64:ff9b::/96) and 6to4
-  // (2002:AABB:CCDD::/48). IPv4-mapped (::ffff:a.b.c.d) BlockList already checks as IPv4.
+  // The same IPv4 range reached through an IPv6 wrapper: NAT64 (64:ff9b::/96), IPv4-translated
+  // (::ffff:0:a.b.c.d, SIIT) and 6to4 (2002:AABB:CCDD::/48). IPv4-mapped (::ffff:a.b.c.d)
+  // BlockList already checks as IPv4.
   const [a, b, c, d] = net.split('.').map(Number);
   blockList.addSubnet(`64:ff9b::${net}`, 96 + prefix, 'ipv6');
+  blockList.addSubnet(`::ffff:0:${net}`, 96 + prefix, 'ipv6');
   blockList.addSubnet(`2002:${toHex16(a, b)}:${toHex16(c, d)}::`, 16 + prefix, 'ipv6');
 }
 for (const [net, prefix] of IPV6_BLOCKED) blockList.addSubnet(net, prefix, 'ipv6');
@@ -84,8 +86,9 @@ function refuse(url: string, why: string): never {
 
 /**
  * Throws a 400 unless `url` is an http(s) URL whose host is a public address, or a name
- * all of whose addresses are public. Skipped when `allowPrivateUrls` is set (tests, or
- * a self-hosted server that means to call its own network).
+ * all of whose addresses are public. The address check is skipped when `allowPrivateUrls` is
+ * set (tests, or a self-hosted server that means to call its own network); the URL must be a
+ * valid http(s) URL either way.
  *
  * WHATWG URL parsing already turns every IPv4 spelling of an http(s) host (`127.1`,
  * `2130706433`, `0x7f.1`, `0177.0.0.1`) into dotted decimal, so only the canonical form
@@ -97,7 +100,6 @@ export async function assertPublicUrl(
   url: string,
   resolve: Resolver = systemResolver,
 ): Promise<void> {
-  if (config.allowPrivateUrls) return;
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -105,6 +107,7 @@ export async function assertPublicUrl(
     return refuse(url, 'it is not a valid URL');
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return refuse(url, 'only http and https URLs are allowed');
+  if (config.allowPrivateUrls) return;
   const host = parsed.hostname.replace(/^\[|\]$/g, '');
   if (isIP(host)) {
     if (isPrivateAddress(host)) refuse(url, `${host} is a loopback, private or otherwise non-public address`);

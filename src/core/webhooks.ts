@@ -1,3 +1,4 @@
+import { validateHeaderName, validateHeaderValue } from 'node:http';
 import type { Ctx } from './context.js';
 import { BadRequestError, NotFoundError } from './errors.js';
 import { newId } from './ids.js';
@@ -29,7 +30,7 @@ const RESERVED_HEADERS = new Set([
   'harnesslayer-signature',
 ]);
 
-/** Configured delivery headers: no reserved names, no name given twice in other case. */
+/** Configured delivery headers: no reserved names, no name given twice in other case, only what HTTP can carry. */
 export function assertHeaders(headers: HeaderMap, field: string): void {
   const seen = new Set<string>();
   for (const name of Object.keys(headers)) {
@@ -37,6 +38,12 @@ export function assertHeaders(headers: HeaderMap, field: string): void {
     if (RESERVED_HEADERS.has(lower)) throw new BadRequestError(`${field}: the header "${name}" is set by the server and cannot be configured.`);
     if (seen.has(lower)) throw new BadRequestError(`${field}: the header "${name}" is given twice.`);
     seen.add(lower);
+    try {
+      validateHeaderName(name);
+      validateHeaderValue(name, headers[name]);
+    } catch {
+      throw new BadRequestError(`${field}: the header "${name}" cannot be sent over HTTP: names are letters, digits and !#$%&'*+-.^_\`|~, values printable ASCII or Latin-1 (no line breaks, no other Unicode).`);
+    }
   }
 }
 

@@ -159,6 +159,7 @@ describe('channels', () => {
       { ...base, type: 'api', webhook: { url: PUBLIC_URL, headers: { Host: 'evil.example' } } },
       { ...base, type: 'api', webhook: { url: PUBLIC_URL, headers: { 'Harnesslayer-Signature': 'forged' } } },
       { ...base, type: 'api', webhook: { url: PUBLIC_URL, headers: { 'X-A': '1', 'x-a': '2' } } },
+      { ...base, type: 'api', webhook: { url: PUBLIC_URL, headers: { 'X-A': '✓✓✓' } } },
       'not json',
       [],
     ];
@@ -384,6 +385,7 @@ describe('webhooks', () => {
       { ...base, headers: { 'X-Count': 1 } },
       { ...base, headers: ['Authorization: x'] },
       { ...base, headers: { 'Content-Length': '5' } },
+      { ...base, headers: { 'X-A': 'é✓' } }, // HTTP cannot carry it: nothing would ever be delivered
       { ...base, runCount: 3 },
       { ...base, secret: 'whsec_mine' },
     ]) {

@@ -139,6 +139,9 @@ describe('apps', () => {
     expect(p2.body.data.items.map((a: any) => a.slug)).toEqual(['a1']);
     const past = await get('/v1/app/list?page=9', org.key);
     expect(past.body.data).toMatchObject({ items: [], total: 3 });
+    for (const far of ['2147483648', String(Number.MAX_SAFE_INTEGER)]) {
+      expect((await get(`/v1/app/list?page=${far}&pageSize=100`, org.key)).body.data).toMatchObject({ items: [], total: 3, page: Number(far) });
+    }
     const filtered = await get('/v1/app/list?appId=a2', org.key);
     expect(filtered.body.data.items.map((a: any) => a.slug)).toEqual(['a2']);
     for (const bad of ['page=0', 'page=-1', 'pageSize=101', 'pageSize=0', 'pageSize=1.5', 'page=abc']) {

@@ -46,6 +46,8 @@ describe('isPrivateAddress', () => {
     '::ffff:10.1.2.3',
     '::ffff:169.254.169.254',
     '64:ff9b::127.0.0.1',
+    '::ffff:0:127.0.0.1', // IPv4-translated (SIIT)
+    '::ffff:0:a9fe:a9fe',
     '2002:7f00:1::',
     '[::1]',
     'not-an-address',
@@ -53,7 +55,7 @@ describe('isPrivateAddress', () => {
     expect(isPrivateAddress(ip)).toBe(true);
   });
 
-  it.each(['8.8.8.8', '1.1.1.1', '93.184.215.14', '172.32.0.1', '100.128.0.1', '2606:4700:4700::1111', '::ffff:8.8.8.8', '64:ff9b::8.8.8.8'])(
+  it.each(['8.8.8.8', '1.1.1.1', '93.184.215.14', '172.32.0.1', '100.128.0.1', '2606:4700:4700::1111', '::ffff:8.8.8.8', '64:ff9b::8.8.8.8', '::ffff:0:8.8.8.8'])(
     'allows %s',
     (ip) => {
       expect(isPrivateAddress(ip)).toBe(false);
@@ -129,9 +131,12 @@ describe('assertPublicUrl', () => {
     await expect(assertPublicUrl(guarded, 'http://localhost/')).rejects.toBeInstanceOf(BadRequestError);
   });
 
-  it('is skipped entirely when private URLs are allowed', async () => {
+  it('checks no address when private URLs are allowed, but still refuses what is not an http(s) URL', async () => {
     await assertPublicUrl({ allowPrivateUrls: true }, 'http://127.0.0.1/hook', noDns);
     await assertPublicUrl({ allowPrivateUrls: true }, 'http://localhost:1234/hook', noDns);
+    for (const url of ['http://', 'https://example.com:99999/', 'ftp://example.com/', 'not a url']) {
+      await expect(assertPublicUrl({ allowPrivateUrls: true }, url, noDns)).rejects.toBeInstanceOf(BadRequestError);
+    }
   });
 });
 
