@@ -36,7 +36,7 @@ export function profileRoutes(app: Api, ctx: Ctx): void {
           appId: AppRef,
           identifier: Identifier,
           accessGroupId: Type.Optional(Id),
-          metadata: Type.Optional(JsonObject),
+          metadata: Type.Optional(Nullable(JsonObject)),
           returnIfExist: Type.Optional(Type.Boolean()),
         }),
         response: { 200: envelope(ProfileSchema) },

@@ -75,7 +75,7 @@ export interface CreateProfileInput {
   appId: string;
   identifier: string;
   accessGroupId?: string;
-  metadata?: Record<string, unknown>;
+  metadata?: Record<string, unknown> | null;
   returnIfExist?: boolean;
 }
 

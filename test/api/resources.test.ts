@@ -1,4 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashKey } from '../../src/core/keys.js';
+import { sha256Hex } from '../../src/core/secrets.js';
+import { canonicalJson } from '../../src/server/idempotency.js';
 import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
 
 let t: TestServer;
@@ -218,6 +221,11 @@ describe('profiles', () => {
     expect((await get(`/v1/profile/${p.id}`)).body.data.metadata).toEqual(keys);
     expect((await patch(`/v1/profile/${p.id}`, { accessGroupId: 'ag-nope' })).status).toBe(404);
     expect((await patch(`/v1/profile/${p.id}`, { metadata: [1] })).status).toBe(400);
+    // Create takes null as PATCH does: no metadata.
+    const bare = await post('/v1/profile/create', { appId: 'profiles', identifier: 'no-metadata', metadata: null });
+    expect(bare.body.data).toMatchObject({ identifier: 'no-metadata', metadata: null });
+    expect((await post('/v1/profile/create', { appId: 'profiles', identifier: 'list-metadata', metadata: [1] })).status).toBe(400);
+    expect((await del(`/v1/profile/${bare.body.data.id}`)).status).toBe(200);
     const list = await get(`/v1/profile/list?appId=${app.id}`);
     expect(list.body.data.items.map((x: any) => x.id)).toEqual([p.id]);
 
@@ -240,6 +248,19 @@ describe('profiles', () => {
 });
 
 describe('Idempotency-Key', () => {
+  it('answers 409 idempotency_in_progress to a repeat while the first request has not answered', async () => {
+    // The first request's claim, as its preHandler leaves it until the reply is sent.
+    const body = { slug: 'in-flight', type: 'claude' };
+    await t.ctx.db
+      .insertInto('idempotencyKeys')
+      .values({ keyHash: hashKey(`Bearer ${key}`), method: 'POST', path: '/v1/app/create', idempotencyKey: 'in-flight-1', bodyHash: sha256Hex(canonicalJson(body)) })
+      .execute();
+    const repeat = await t.call('POST', '/v1/app/create', { key, body, headers: { 'idempotency-key': 'in-flight-1' } });
+    expect(repeat.status).toBe(409);
+    expect(repeat.body.code).toBe('idempotency_in_progress');
+    expect(await t.ctx.db.selectFrom('apps').select('id').where('slug', '=', 'in-flight').execute()).toEqual([]);
+  });
+
   it('replays the first reply, refuses another body, and scopes keys per path', async () => {
     const headers = { 'idempotency-key': 'create-app-1' };
     const first = await t.call('POST', '/v1/app/create', { key, body: { slug: 'idem', type: 'claude' }, headers });
