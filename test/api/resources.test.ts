@@ -156,7 +156,8 @@ describe('apps', () => {
     const org = await t.org();
     const app = (await post('/v1/app/create', { slug: 'doomed', type: 'claude' }, org.key)).body.data;
     await post('/v1/profile/create', { appId: app.id, identifier: 'u1' }, org.key);
-    const res = await del(`/v1/app/${app.id}`, org.key);
+    // Sent as clients that set Content-Type: application/json on every call send it: no body.
+    const res = await t.call('DELETE', `/v1/app/${app.id}`, { key: org.key, headers: { 'content-type': 'application/json' } });
     expect(res.body.data).toEqual({ id: app.id, status: 'deleting' });
     expect((await get('/v1/app/list', org.key)).body.data.total).toBe(0);
     await eventually(async () => (await get(`/v1/app/${app.id}`, org.key)).status === 404, 'app deletion job');
@@ -244,6 +245,19 @@ describe('profiles', () => {
     expect((await post('/v1/profile/create', { appId: a.id, identifier: 'x'.repeat(257) })).status).toBe(400);
     expect((await post('/v1/profile/create', { appId: a.id, identifier: 'u', accessGroupId: b.defaultAccessGroupId })).status).toBe(404);
     expect((await post('/v1/profile/create', { appId: 'no-such-app', identifier: 'u' })).status).toBe(404);
+  });
+});
+
+describe('JSON bodies', () => {
+  it('refuse prototype keys, and an empty body under a JSON Content-Type counts as no body', async () => {
+    for (const text of ['{"__proto__": {"admin": true}, "slug": "proto", "type": "claude"}', '{"constructor": {"prototype": {"x": 1}}, "slug": "proto", "type": "claude"}']) {
+      const res = await t.call('POST', '/v1/app/create', { key, body: text });
+      expect(res.status).toBe(400);
+      expect(res.body.success).toBe(false);
+    }
+    const noBody = await t.call('POST', '/v1/app/create', { key, headers: { 'content-type': 'application/json' } });
+    expect(noBody.status).toBe(400);
+    expect(noBody.body.code).toBe('validation_failed');
   });
 });
 
