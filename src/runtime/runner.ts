@@ -55,8 +55,10 @@ export async function startRunWorkers(ctx: Ctx): Promise<void> {
   state.cleanups.push(ctx.events.on('stop', (id) => state.runs.get(id)?.end('stop')));
   if (ctx.config.runConcurrency > 0) {
     // Polling is only the fallback: a queued run wakes the workers through the `jobs` signal.
+    // One worker looks every 2 s, the others every 5 s: on PGlite each look is a query of a
+    // few milliseconds, the most of what an idle server spends.
     for (let i = 0; i < ctx.config.runConcurrency; i++) {
-      await ctx.queue.work('run-instance', (d) => runInstance(ctx, String(d.instanceId)), { pollingIntervalSeconds: 2 });
+      await ctx.queue.work('run-instance', (d) => runInstance(ctx, String(d.instanceId)), { pollingIntervalSeconds: i === 0 ? 2 : 5 });
     }
   }
   let reaping: Promise<unknown> | undefined;
