@@ -62,10 +62,27 @@ export class Queue {
 
   async start(): Promise<void> {
     await this.boss.start();
-    for (const [name, options] of Object.entries(JOBS)) {
-      if (!(await this.boss.getQueue(name))) await this.boss.createQueue(name, { name, ...options });
-    }
+    for (const [name, options] of Object.entries(JOBS)) await this.ensureQueue(name, options);
     this.started = true;
+  }
+
+  /**
+   * Creates the queue unless it exists. Processes starting together on a new database (scale-
+   * out's first start) create the same queues at once, and PostgreSQL may answer one of them
+   * with a deadlock or a duplicate: that one looks again, after a short random pause.
+   */
+  private async ensureQueue(name: string, options: Omit<PgBoss.Queue, 'name'>): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      if (await this.boss.getQueue(name)) return;
+      try {
+        await this.boss.createQueue(name, { name, ...options });
+        return;
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (attempt >= 10 || !['40P01', '23505', '42P07', '42710'].includes(code ?? '')) throw err;
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * 100 * attempt));
+      }
+    }
   }
 
   /**

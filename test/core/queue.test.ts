@@ -1,4 +1,12 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { start } from '../../src/start.js';
+import { databaseUrl, TEST_DB_KIND, TEST_PG_URL } from '../helpers/databases.js';
 import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
 
 // Workers poll every few seconds; a job sent in a transaction wakes them when it commits.
@@ -79,6 +87,37 @@ describe('job queue', () => {
       expect(done.sort()).toEqual(['profile_1', 'profile_2', 'profile_3']);
     } finally {
       await api.close();
+    }
+  });
+
+  it.runIf(TEST_DB_KIND === 'postgres')('lets several processes start at once on an empty PostgreSQL database', async () => {
+    // Scale-out's first start: every process creates the schema and the job queues it finds missing.
+    const name = `harnesslayer_t_${randomBytes(6).toString('hex')}`;
+    const admin = async (sql: string) => {
+      const c = new pg.Client({ connectionString: TEST_PG_URL });
+      await c.connect();
+      try {
+        await c.query(sql);
+      } finally {
+        await c.end();
+      }
+    };
+    await admin(`create database ${name}`);
+    const dirs: string[] = [];
+    try {
+      const configs = await Promise.all(
+        [1, 2, 3].map(async () => {
+          const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-race-'));
+          dirs.push(dataDir);
+          return loadConfig({}, { dataDir, databaseUrl: databaseUrl(TEST_PG_URL!, name), secret: 'test-secret-0123456789', port: 0 });
+        }),
+      );
+      const started = await Promise.allSettled(configs.map((c) => start(c, 'worker', { listen: false })));
+      for (const s of started) if (s.status === 'fulfilled') await s.value.stop();
+      expect(started.map((s) => (s.status === 'rejected' ? String(s.reason) : 'started'))).toEqual(['started', 'started', 'started']);
+    } finally {
+      await admin(`drop database if exists ${name} with (force)`);
+      for (const dir of dirs) await fs.rm(dir, { recursive: true, force: true });
     }
   });
 });
