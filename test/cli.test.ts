@@ -85,6 +85,15 @@ describe('harnesslayer CLI', () => {
       }
       // Users already exist, so no owner key is printed.
       expect(out).not.toContain('First start');
+      if (!db.databaseUrl) {
+        // The embedded database serves one process: a second one is refused, not let write.
+        for (const args of [['user', 'create'], ['serve', '--port', String(await freePort())]]) {
+          const second = await run(args);
+          expect(second.code, args.join(' ')).toBe(1);
+          expect(second.stderr).toContain(`is in use by process ${child.pid}`);
+          expect(second.stderr).toContain('Stop that process first');
+        }
+      }
     } finally {
       child.kill('SIGTERM');
       const [code] = await once(child, 'exit');

@@ -48,12 +48,17 @@ export async function openDatabase(opts: { databaseUrl?: string; dataDir?: strin
     };
   }
   let dataDir: string | undefined;
+  let unlock = async () => {};
   if (opts.dataDir) {
     dataDir = opts.dataDir;
     await fs.mkdir(dataDir, { recursive: true });
+    unlock = await lockEmbedded(dataDir);
   }
   const pglite = new PGlite(dataDir, { serializers: { [types.BYTEA]: byteaToText }, parsers: { [types.BYTEA]: byteaFromText } });
-  await pglite.waitReady;
+  await pglite.waitReady.catch(async (err: unknown) => {
+    await unlock();
+    throw err;
+  });
   const mutex = new PgliteMutex();
   const db = new Kysely<DB>({ dialect: new PgliteDialect(pglite, mutex), plugins: [new CamelCasePlugin({ maintainNestedObjectKeys: true })] });
   return {
@@ -74,8 +79,43 @@ export async function openDatabase(opts: { databaseUrl?: string; dataDir?: strin
     async close() {
       await db.destroy();
       await mutex.run(() => pglite.close());
+      await unlock();
     },
   };
+}
+
+/**
+ * PGlite is one process's database: a second process opening the same files (a second
+ * `serve`, or `user create` while one runs) would write over the first's, and what it wrote
+ * could be lost or the files corrupted. `<dir>.lock` holds the pid of the process that has
+ * it open; a lock whose process is gone (a crash) is taken over. Returns the release.
+ */
+async function lockEmbedded(dir: string): Promise<() => Promise<void>> {
+  const lock = `${dir}.lock`;
+  for (;;) {
+    try {
+      await fs.writeFile(lock, String(process.pid), { flag: 'wx' });
+      return () => fs.rm(lock, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const pid = Number(await fs.readFile(lock, 'utf8').catch(() => ''));
+    if (pid > 0 && processAlive(pid)) {
+      throw new Error(
+        `The embedded database in ${dir} is in use by process ${pid} (likely a running \`harnesslayer serve\`); it serves one process at a time. Stop that process first, or use PostgreSQL (DATABASE_URL) to share a database. If no such process runs, remove ${lock}.`,
+      );
+    }
+    await fs.rm(lock, { force: true }); // left by a process that is gone: take it over
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /*
