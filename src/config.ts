@@ -57,6 +57,9 @@ function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   return n;
 }
 
+/** pino's levels: the server log shows this level and above. */
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
   const port = overrides.port ?? int(env, 'PORT', 8787);
   const host = overrides.host ?? (env.HOST || '127.0.0.1');
@@ -69,6 +72,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   if (!storage.startsWith('file:') && !storage.startsWith('s3://')) {
     throw new ConfigError(`HARNESSLAYER_STORAGE must be file:<dir> or s3://bucket/prefix (got "${storage}")`);
   }
+  const logLevel = overrides.logLevel ?? (env.LOG_LEVEL || 'info');
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')} (got "${logLevel}")`);
   const allow = env.HARNESSLAYER_ALLOW_PRIVATE_URLS ?? '0';
   return {
     port,
@@ -87,7 +92,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxBodyBytes: overrides.maxBodyBytes ?? int(env, 'HARNESSLAYER_MAX_BODY_BYTES', 32 * 1024 * 1024),
     maxBundleBytes: overrides.maxBundleBytes ?? int(env, 'HARNESSLAYER_MAX_BUNDLE_BYTES', 1024 * 1024 * 1024),
     blobCacheBytes: overrides.blobCacheBytes ?? int(env, 'HARNESSLAYER_BLOB_CACHE_MB', 1024) * 1024 * 1024,
-    logLevel: overrides.logLevel ?? (env.LOG_LEVEL || 'info'),
+    logLevel,
     jobLeaseSeconds: overrides.jobLeaseSeconds ?? Math.max(1, int(env, 'HARNESSLAYER_JOB_LEASE_SECONDS', 300)),
     maintenanceIntervalSeconds: overrides.maintenanceIntervalSeconds ?? Math.max(1, int(env, 'HARNESSLAYER_MAINTENANCE_SECONDS', 30)),
     runConcurrency: overrides.runConcurrency ?? int(env, 'HARNESSLAYER_RUN_CONCURRENCY', 4),

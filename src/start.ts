@@ -60,7 +60,7 @@ export async function start(config: Config, role: Role = 'all', opts: { listen?:
   }
   let server: Server | undefined;
   if (role !== 'worker') {
-    server = await buildServer(ctx, { logger: opts.logger ?? false });
+    server = await buildServer(ctx, { logger: opts.logger ? { level: config.logLevel } : false });
     if (opts.listen !== false) await server.listen({ port: config.port, host: config.host });
   }
   let stopping: Promise<void> | undefined;
