@@ -101,6 +101,12 @@ describe('harnesslayer CLI', () => {
     }
   });
 
+  it('refuses an unknown LOG_LEVEL at start, naming the levels', async () => {
+    const res = await run(['serve'], { LOG_LEVEL: 'verbose' });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain('LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent (got "verbose")');
+  });
+
   it('refuses a split role on the embedded database with a message that says what to do', async () => {
     if (db.databaseUrl) {
       // On PostgreSQL the split roles are allowed: check that a bad role is refused instead.
