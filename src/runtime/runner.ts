@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -65,6 +66,10 @@ export async function startRunWorkers(ctx: Ctx): Promise<void> {
   const period = Math.min(10_000, Math.max(250, ctx.config.runLeaseSeconds * 250));
   const timer = setInterval(() => {
     reaping ??= reapRuns(ctx)
+      .then(({ failed, requeued }) => {
+        if (failed) console.warn(`[runs] ${failed} turn(s) whose worker went silent for ${ctx.config.runLeaseSeconds} s ended failed`);
+        if (requeued) console.warn(`[runs] ${requeued} queued turn(s) whose job was lost were queued again`);
+      })
       .catch((err) => console.error('[runs] reaper:', (err as Error).message))
       .finally(() => (reaping = undefined));
   }, period);
@@ -117,7 +122,7 @@ async function execute(ctx: Ctx, state: RunnerState, instance: Instance): Promis
     );
   }, renewEveryMs(ctx.config.runLeaseSeconds));
   if (instance.stopRequested) local.end('stop');
-  const root = path.join(ctx.config.dataDir, 'runs', instance.id);
+  const root = turnDirectory(ctx, instance);
   let ws: Workspace | undefined;
   let after: Map<string, WorkFile> | undefined;
   let turn: TurnOutcome | undefined;
@@ -126,6 +131,7 @@ async function execute(ctx: Ctx, state: RunnerState, instance: Instance): Promis
     const app = await ctx.db.selectFrom('apps').selectAll().where('id', '=', instance.appId).executeTakeFirstOrThrow();
     const runtime = runtimes[app.type];
     if (!runtime) throw new TurnError(`This server has no runtime for ${app.type} apps.`, 'not_configured');
+    await fs.rm(root, { recursive: true, force: true }); // a turn of this session that died before it cleaned up
     ws = await materialize(ctx, instance.profileId!, path.join(root, 'work'));
     const images = await resolveImages(ctx, instance.images ?? []);
     turn = await runtime({ ctx, instance, app, cwd: ws.cwd, images, abortSignal: abort.signal, onEvent: writer.push });
@@ -150,6 +156,17 @@ async function execute(ctx: Ctx, state: RunnerState, instance: Instance): Promis
     state.runs.delete(instance.id);
     await fs.rm(root, { recursive: true, force: true }).catch(() => {});
   }
+}
+
+/**
+ * Where a turn runs: one directory per session, the same for each of its turns (a session's
+ * turns run one at a time). Claude Code ties a conversation to its working directory: from a
+ * new path each turn, it would tell the model every time that the project's instruction files
+ * (CLAUDE.md) moved and had to be read again.
+ */
+function turnDirectory(ctx: Ctx, instance: Instance): string {
+  const name = instance.sessionId ? `session-${createHash('sha256').update(`${instance.organizationId}\0${instance.sessionId}`).digest('hex').slice(0, 32)}` : instance.id;
+  return path.join(ctx.config.dataDir, 'runs', name);
 }
 
 /** A third of the lease, and at most 5 s: the renewal is also how a stop reaches a worker whose LISTEN connection is down. */

@@ -22,7 +22,7 @@ export function onTurn(marker: string, script: Omit<FakeScript, 'match'>): FakeS
 
 /** The run's working directory, as Claude Code tells the model (its environment section). */
 export function workDirOf(request: FakeModelRequest, dataDir: string): string {
-  const id = /\/runs\/(inst-[A-Za-z0-9]{16})\/work/.exec(JSON.stringify(request.body))?.[1];
+  const id = /\/runs\/((?:inst|session)-[A-Za-z0-9]+)\/work/.exec(JSON.stringify(request.body))?.[1];
   if (!id) throw new Error('no working directory in the model request');
   return path.join(dataDir, 'runs', id, 'work');
 }

@@ -128,6 +128,9 @@ describe('sessions', () => {
     expect((await api.events(two.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed', output: 'It was PELICAN.' });
     const history = (await recall.request).body.messages;
     expect(allText({ messages: history })).toContain('REMEMBER-PELICAN as the code word');
+    // The second turn runs where the first did: Claude Code sees the same CLAUDE.md, unchanged,
+    // and tells the model nothing about instruction files that moved.
+    expect(allText((await recall.request).body)).not.toMatch(/no longer present|re-read/i);
     expect(history.some((m: any) => m.role === 'assistant' && JSON.stringify(m.content).includes('Noted: PELICAN.'))).toBe(true);
 
     const fresh = fake.script(onTurn('FRESH-START', { blocks: [{ type: 'text', text: 'Which code word?' }] }));
