@@ -9,6 +9,7 @@ const BENCHES: Record<string, () => Promise<{ run(): Promise<void> }>> = {
   upload: () => import('./upload.js'),
   run: () => import('./run.js'),
   workspace: () => import('./workspace.js'),
+  idle: () => import('./idle.js'),
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

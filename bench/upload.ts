@@ -1,14 +1,12 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { newApiKey } from '../src/core/secrets.js';
 import { HarnesslayerClient } from '../src/sdk/client.js';
 import { deployFolder } from '../src/sdk/deploy.js';
-import { freshDatabase } from './lib.js';
+import { freePort, freshDatabase, startServer, stopServer } from './lib.js';
 
 /*
  * Uploading a FILES-file, ~TOTAL_MB MB folder as an app version through the API against
@@ -31,7 +29,6 @@ const FILES = Number(process.env.BENCH_UPLOAD_FILES || 1000);
 const TOTAL_MB = Number(process.env.BENCH_UPLOAD_MB || 100);
 const ROUNDS = Number(process.env.BENCH_UPLOAD_ROUNDS || 3);
 const DB = process.env.BENCH_UPLOAD_DB || 'pglite';
-const BIN = fileURLToPath(new URL('../bin/harnesslayer.mjs', import.meta.url));
 
 async function makeFolder(dir: string): Promise<number> {
   // Sizes vary (a few KB to ~1 MB) around the mean; contents are random, so nothing dedupes.
@@ -45,38 +42,6 @@ async function makeFolder(dir: string): Promise<number> {
     bytes += size;
   }
   return bytes;
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-/** `harnesslayer serve` in its own process; resolves once it says it is listening. */
-async function startServer(env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [BIN, 'serve'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString();
-      if (output.includes('listening on')) resolve();
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.once('exit', (code) => reject(new Error(`the server exited (${code}) before listening:\n${output}`)));
-  });
-  child.stdout!.resume();
-  return child;
-}
-
-async function stopServer(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  await exited;
 }
 
 export async function run(): Promise<void> {

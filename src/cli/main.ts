@@ -34,7 +34,7 @@ program
     const where = running.server ? `listening on http://${config.host}:${config.port}` : 'worker only';
     console.log(`harnesslayer ${opts.role}: ${where} (database: ${running.ctx.database.kind})`);
     const shutdown = (signal: string) => {
-      console.log(`${signal}: finishing in-flight work...`);
+      console.log(`${signal}: stopping. Requests in flight get their answers; running agent turns end failed ("run it again"); other jobs finish, or are taken up again by a worker.`);
       running.stop().then(
         () => process.exit(0),
         (err) => {
