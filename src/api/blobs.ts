@@ -109,7 +109,7 @@ export function blobRoutes(app: Api, ctx: Ctx): void {
         .type('application/zip')
         .header('content-disposition', `attachment; filename="${target.id}.zip"`)
         .header('cache-control', 'private, no-store')
-        .send(zipStream(ctx, files, createdAt));
+        .send(await zipStream(ctx, files, createdAt));
     },
   );
 }

@@ -1,7 +1,7 @@
 import { PassThrough, type Readable } from 'node:stream';
 import yazl from 'yazl';
 import type { Ctx } from './context.js';
-import { AppError, ConflictError, ForbiddenError, NotFoundError } from './errors.js';
+import { AppError, ConflictError, ForbiddenError, NotFoundError, StorageUnavailableError } from './errors.js';
 import { findState } from './states.js';
 import { readTree, stateFiles, type TreeEntry } from './trees.js';
 import { findVersion } from './versions.js';
@@ -76,14 +76,23 @@ export async function targetFiles(ctx: Ctx, t: DownloadTarget): Promise<{ files:
 }
 
 /** A zip of the files, streamed: each blob is opened only when the zip reaches it. */
-export function zipStream(ctx: Ctx, files: TreeEntry[], mtime: Date): Readable {
+export async function zipStream(ctx: Ctx, files: TreeEntry[], mtime: Date): Promise<Readable> {
+  // The first file is opened before anything is sent: a blob store that does not answer is a
+  // 503 the client can retry, not a 200 whose zip breaks off.
+  const first =
+    files.length > 0
+      ? await ctx.blobs.get(files[0].hash).catch((err: Error) => {
+          throw new StorageUnavailableError(`The blob store could not be read (${err.message}); nothing was sent. Try again shortly.`);
+        })
+      : undefined;
   const zip = new yazl.ZipFile();
   const out = new PassThrough();
-  // A blob that cannot be read ends the response with an error (a truncated zip), never a hang.
+  // A blob that cannot be read later ends the response with an error (a truncated zip), never a hang.
   zip.on('error', (err: Error) => out.destroy(err));
   zip.outputStream.pipe(out);
-  for (const f of files) {
+  for (const [i, f] of files.entries()) {
     zip.addReadStreamLazy(f.path, { mtime, mode: 0o100644, size: f.size }, (cb) => {
+      if (i === 0 && first) return cb(null, first);
       ctx.blobs.get(f.hash).then(
         (stream) => cb(null, stream),
         (err: Error) => cb(err, undefined as never),

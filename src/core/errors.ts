@@ -49,6 +49,13 @@ export class PayloadTooLargeError extends AppError {
   }
 }
 
+/** The machine's storage (disk, blob store) failed or did not answer: try again later. */
+export class StorageUnavailableError extends AppError {
+  constructor(message: string) {
+    super(503, 'storage_unavailable', message);
+  }
+}
+
 export class LimitExceededError extends AppError {
   constructor(message: string) {
     super(429, 'limit_exceeded', message);
@@ -71,5 +78,6 @@ export const ERROR_CODES = [
   'idempotency_in_progress',
   'payload_too_large',
   'limit_exceeded',
+  'storage_unavailable',
   'internal_error',
 ] as const;

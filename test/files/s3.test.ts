@@ -48,7 +48,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await t?.close();
-  await s3?.close();
+  await s3?.close().catch(() => {}); // the last test closed it already
   await fs.rm(s3Dir, { recursive: true, force: true });
 });
 
@@ -223,5 +223,17 @@ describe('S3 driver', () => {
     const dl = (await t.call('GET', `/v1/version/download/${version.id}`, { key })).body.data;
     const back = await download(dl.url);
     for (const [name, data] of Object.entries(files)) expect(back[name].equals(Buffer.from(data)), name).toBe(true);
+  });
+
+  // Last: it takes the bucket away.
+  it('answers a download 503 storage_unavailable while the bucket does not answer, before sending any byte', async () => {
+    const appId = await createApp();
+    const version = await deploy(t, key, appId, { 'only-here.md': `content ${randomBytes(8).toString('hex')}` });
+    const dl = (await t.call('GET', `/v1/version/download/${version.id}`, { key })).body.data;
+    await s3.close();
+    const res = await fetch(dl.url);
+    expect(res.status).toBe(503);
+    expect(res.headers.get('content-type')).toMatch(/application\/json/);
+    expect(await res.json()).toMatchObject({ success: false, code: 'storage_unavailable', error: expect.stringContaining('Try again') });
   });
 });
