@@ -176,7 +176,7 @@ async function resolveSession(ctx: Ctx, tx: Tx, app: App, profile: Profile, sess
   return id;
 }
 
-/** Why a run of `app` by the profile `isRunner` accepts may not use `session`, or null. */
+/** Why a run of `app` may not use `session` (`isRunner` tells whether a profile is the runner's), or null. */
 function sessionConflict(app: App, session: Pick<Session, 'id' | 'appId' | 'type' | 'profileId'>, isRunner: (profileId: string) => boolean): ConflictError | null {
   const id = session.id;
   if (session.appId !== app.id) return new ConflictError(`Session "${id}" belongs to another app; use another sessionId.`);
