@@ -269,8 +269,8 @@ const PURGE_BATCH = 500;
 
 /**
  * The profile deletion job's step for its turns (CONTRACT §7: every record under it goes).
- * Its open turns are stopped first, as `response/stop` does; while one is still stopping the
- * step throws, and the job is retried. Then its instances (their events cascade), history and
+ * Its open turns are stopped first, as `response/stop` does, waiting up to STOP_WAIT_MS for a
+ * running one; one still stopping then makes the step throw, and the job is retried. Then its instances (their events cascade), history and
  * conflicts are deleted. The iMessages that started its turns keep their handle, so a
  * duplicate is still recognized, but not their text.
  */
