@@ -88,7 +88,8 @@ export async function openDatabase(opts: { databaseUrl?: string; dataDir?: strin
  * PGlite is one process's database: a second process opening the same files (a second
  * `serve`, or `user create` while one runs) would write over the first's, and what it wrote
  * could be lost or the files corrupted. `<dir>.lock` holds the pid of the process that has
- * it open; a lock whose process is gone (a crash) is taken over. Returns the release.
+ * it open; a lock whose process is gone (a crash), or that names this process, is taken over.
+ * Returns the release.
  */
 async function lockEmbedded(dir: string): Promise<() => Promise<void>> {
   const lock = `${dir}.lock`;
@@ -100,7 +101,9 @@ async function lockEmbedded(dir: string): Promise<() => Promise<void>> {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
     const pid = Number(await fs.readFile(lock, 'utf8').catch(() => ''));
-    if (pid > 0 && processAlive(pid)) {
+    // Our own pid is a lock left by an earlier run that had it too: a container restarted
+    // after a crash runs as pid 1 again. This process never opens the database twice.
+    if (pid > 0 && pid !== process.pid && processAlive(pid)) {
       throw new Error(
         `The embedded database in ${dir} is in use by process ${pid} (likely a running \`harnesslayer serve\`); it serves one process at a time. Stop that process first, or use PostgreSQL (DATABASE_URL) to share a database. If no such process runs, remove ${lock}.`,
       );
