@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
-import { AppError } from '../core/errors.js';
+import { AppError, StorageUnavailableError } from '../core/errors.js';
 import { describeValidation } from './validation.js';
 
 export interface ErrorBody {
@@ -20,13 +20,24 @@ const STORAGE_FAILURES: Record<string, string> = {
   EROFS: 'the file system is read-only',
 };
 
+/** A system call's storage failure, as the 503 it answers; undefined for anything else. */
+function storageFailure(err: Error): StorageUnavailableError | undefined {
+  const io = err as NodeJS.ErrnoException;
+  if (!io.syscall || !io.code || !Object.hasOwn(STORAGE_FAILURES, io.code)) return undefined;
+  return new StorageUnavailableError(
+    `The server's storage failed (${io.code}: ${STORAGE_FAILURES[io.code]}); the request did not complete. Try again later; if it persists, whoever runs this server should check the disk holding its data directory.`,
+  );
+}
+
 function body(error: string, code: string, details?: unknown): ErrorBody {
   return details === undefined ? { success: false, error, code } : { success: false, error, code, details };
 }
 
 /** The one place errors become envelopes. Anything unexpected is logged and is a 500. */
 export function installErrorHandling(app: FastifyInstance): void {
-  app.setErrorHandler((err: FastifyError | AppError | Error, request, reply) => {
+  app.setErrorHandler((thrown: FastifyError | AppError | Error, request, reply) => {
+    const err = storageFailure(thrown) ?? thrown;
+    if (err instanceof StorageUnavailableError) request.log.error({ err: thrown }, 'storage failure');
     if (err instanceof AppError) {
       return reply.status(err.status).send(body(err.message, err.code, err.details));
     }
@@ -48,13 +59,6 @@ export function installErrorHandling(app: FastifyInstance): void {
     }
     if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
       return reply.status(fe.statusCode).send(body(fe.message, 'invalid_request'));
-    }
-    const io = err as NodeJS.ErrnoException;
-    if (io.syscall && io.code && Object.hasOwn(STORAGE_FAILURES, io.code)) {
-      request.log.error({ err }, 'storage failure');
-      const why = `${io.code}: ${STORAGE_FAILURES[io.code]}`;
-      const message = `The server's storage failed (${why}); the request did not complete. Try again later; if it persists, whoever runs this server should check the disk holding its data directory.`;
-      return reply.status(503).send(body(message, 'storage_unavailable'));
     }
     request.log.error({ err }, 'unhandled error');
     return reply.status(500).send(body('Internal server error. This is a bug; the server log has the details.', 'internal_error'));

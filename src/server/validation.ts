@@ -17,7 +17,7 @@ const bodyAjv = makeAjv(false);
 const textAjv = makeAjv(true);
 
 /** How deep a body may nest objects and arrays (PostgreSQL's jsonb and our checks recurse). */
-export const MAX_BODY_DEPTH = 100;
+const MAX_BODY_DEPTH = 100;
 
 /** A lone UTF-16 surrogate (`"\ud800"` in JSON): not Unicode text, which jsonb refuses. */
 const LONE_SURROGATE = /\p{Cs}/u;
