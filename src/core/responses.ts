@@ -8,7 +8,7 @@ import { findChannel } from './channels.js';
 import { insertProfile } from './profiles.js';
 import { enqueueRun, OPEN } from './runs.js';
 import { assertPublicUrl } from './url-guard.js';
-import { PERIODS, periodStart } from './usage.js';
+import { counterOrder, periodStart } from './usage.js';
 import type { Tx } from '../storage/db.js';
 import { isUniqueViolation } from '../storage/pg-errors.js';
 import type { App, Profile, RunImage, Session } from '../storage/schema.js';
@@ -61,8 +61,8 @@ export async function startRun(ctx: Ctx, organizationId: string, input: RunInput
   const profile = await resolveProfile(ctx, app, input.userId);
   return ctx.events.transaction(async (tx, signal) => {
     const sessionId = await resolveSession(ctx, tx, app, profile, input.sessionId);
-    await charge(ctx, tx, profile);
     const now = ctx.now();
+    await charge(ctx, tx, profile, now);
     const instanceId = newId('instance');
     await tx
       .insertInto('instances')
@@ -206,20 +206,19 @@ async function checkSessionFor(ctx: Ctx, app: App, userId: string, sessionId: st
 }
 
 /**
- * One unit per run. The group's own period is bumped only while under the limit (one
+ * One unit per run, charged to the periods holding `now` (the instance's createdAt, so a
+ * refund finds them). The group's own period is bumped only while under the limit (one
  * conditional upsert: concurrent runs queue on the counter row and each sees the count the
  * previous one left), the other periods always, so a group that later changes its reset
  * period reads a true count. No row back: over the limit, and the transaction rolls back.
  */
-async function charge(ctx: Ctx, tx: Tx, profile: Profile): Promise<void> {
+async function charge(ctx: Ctx, tx: Tx, profile: Profile, now: Date): Promise<void> {
   const group = await tx.selectFrom('accessGroups').select(['limit', 'limitReset', 'limitMessage']).where('id', '=', profile.accessGroupId).executeTakeFirst();
   const limit = group?.limit ?? null;
   const guarded = group?.limitReset ?? 'monthly';
   const over = () => new LimitExceededError(group?.limitMessage ?? DEFAULT_LIMIT_MESSAGE);
   if (limit !== null && limit <= 0) throw over();
-  const now = ctx.now();
-  // The guarded period first, in the same order in every transaction: no deadlocks.
-  for (const period of [guarded, ...PERIODS.filter((p) => p !== guarded)]) {
+  for (const period of counterOrder(guarded)) {
     const check = limit !== null && period === guarded;
     const res = await sql<{ used: number }>`
       insert into usage_counters (profile_id, period, period_start, used)

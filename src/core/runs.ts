@@ -5,6 +5,7 @@ import { newId } from './ids.js';
 import { profileDeletionSteps } from './profiles.js';
 import { findInstance } from './records.js';
 import { isFinalStatus, resultEvent, ZERO_USAGE, type FinalStatus, type RuntimeEvent, type Usage } from '../runtime/events.js';
+import { refundRun } from './usage.js';
 import type { Tx } from '../storage/db.js';
 import type { Instance } from '../storage/schema.js';
 
@@ -187,12 +188,15 @@ export async function stopInstance(ctx: Ctx, organizationId: string, instanceId:
 }
 
 /**
- * Stops an instance (locked by the caller): a queued one ends `stopped` at once; a running
- * one is flagged and its worker signalled (any process; the worker also sees the flag when it
- * renews its lease); an ended one is left as it is. Returns its status now.
+ * Stops an instance (locked by the caller): a queued one ends `stopped` at once, and its unit
+ * of usage is given back (it never ran); a running one is flagged and its worker signalled
+ * (any process; the worker also sees the flag when it renews its lease); an ended one is left
+ * as it is. Returns its status now.
  */
 export async function stopOpen(ctx: Ctx, tx: Tx, signal: Signal, instance: { id: string; status: string }): Promise<string> {
   if (instance.status === 'queued') {
+    const { profileId, createdAt } = await tx.selectFrom('instances').select(['profileId', 'createdAt']).where('id', '=', instance.id).executeTakeFirstOrThrow();
+    if (profileId) await refundRun(tx, profileId, createdAt);
     await finalizeInstance(ctx, tx, signal, instance.id, { status: 'stopped', output: null, error: null, usage: { ...ZERO_USAGE } });
     return 'stopped';
   }

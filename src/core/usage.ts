@@ -1,5 +1,5 @@
 import type { AccessGroup } from '../storage/schema.js';
-import type { Db } from '../storage/db.js';
+import type { Db, Tx } from '../storage/db.js';
 
 export type Period = 'daily' | 'monthly' | 'yearly';
 export const PERIODS: readonly Period[] = ['daily', 'monthly', 'yearly'];
@@ -63,4 +63,36 @@ export async function usageOf(
     });
   }
   return out;
+}
+
+/**
+ * The order a run's counters are locked in: its group's own period first, then the others.
+ * Every transaction that changes counters (a charge, a refund) takes them in this order, so
+ * none waits on another in a cycle.
+ */
+export function counterOrder(guarded: Period): Period[] {
+  return [guarded, ...PERIODS.filter((p) => p !== guarded)];
+}
+
+/**
+ * Gives back the unit a run was charged at `chargedAt`: a queued run stopped before it
+ * started never ran, so it does not count toward its profile's limit.
+ */
+export async function refundRun(tx: Tx, profileId: string, chargedAt: Date): Promise<void> {
+  const group = await tx
+    .selectFrom('profiles')
+    .innerJoin('accessGroups', 'accessGroups.id', 'profiles.accessGroupId')
+    .select('accessGroups.limitReset')
+    .where('profiles.id', '=', profileId)
+    .executeTakeFirst();
+  for (const period of counterOrder(group?.limitReset ?? 'monthly')) {
+    await tx
+      .updateTable('usageCounters')
+      .set((eb) => ({ used: eb('used', '-', 1) }))
+      .where('profileId', '=', profileId)
+      .where('period', '=', period)
+      .where('periodStart', '=', periodStart(period, chargedAt))
+      .where('used', '>', 0)
+      .execute();
+  }
 }

@@ -155,6 +155,8 @@ describe('sessions', () => {
     await slow.paused;
     expect((await api.instance(b.instanceId)).status).toBe('queued');
     expect((await api.instance(c.instanceId)).status).toBe('queued');
+    const used = async () => (await api.call('GET', `/v1/profile/${a.profileId}`)).body.data.usage.used;
+    expect(await used()).toBe(3);
 
     const stopped = await api.stop(b.instanceId);
     expect(stopped.status).toBe(200);
@@ -163,6 +165,8 @@ describe('sessions', () => {
     expect(bEvents.map((e) => [e.type, e.data.status])).toEqual([['status', 'queued'], ['result', 'stopped']]);
     expect(bEvents.at(-1)).toMatchObject({ done: true, data: { output: null, error: null, usage: { inputTokens: 0, outputTokens: 0, costUsd: 0 } } });
     expect((await api.instance(c.instanceId)).status).toBe('queued');
+    // It never ran, so it does not count toward the user's limit.
+    expect(await used()).toBe(2);
 
     slow.resume();
     expect((await api.events(a.instanceId)).at(-1)!.data.status).toBe('completed');
@@ -173,6 +177,7 @@ describe('sessions', () => {
     // An ended instance is left as it is.
     expect((await api.stop(a.instanceId)).body.data).toEqual({ instanceId: a.instanceId, status: 'completed' });
     expect((await api.call('GET', `/v1/session/${sessionId}`)).body.data.turns).toBe(3);
+    expect(await used()).toBe(2);
   });
 
   it('stop during a slow stream ends the turn stopped with its partial output, and the next turn succeeds', async () => {
