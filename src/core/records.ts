@@ -192,7 +192,8 @@ export interface HistoryFilters extends PageParams {
 /**
  * History records matching every given filter. At least one filter is required: an
  * organization-wide scan is never what a caller means. `appId` and `profileId` must name
- * live records of this organization (404 otherwise); the other filters just narrow.
+ * live records of this organization (404 otherwise); the other filters just narrow. A
+ * `sessionId` naming a live session narrows to that session's own turns.
  */
 export async function listHistory(ctx: Ctx, organizationId: string, params: HistoryFilters) {
   const { appId, profileId, sessionId, userId, historyId } = params;
@@ -210,7 +211,21 @@ export async function listHistory(ctx: Ctx, organizationId: string, params: Hist
     const profile = await findProfile(ctx.db, organizationId, profileId, { appId: app?.id });
     q = q.where('profileId', '=', profile.id);
   }
-  if (sessionId !== undefined) q = q.where('sessionId', '=', sessionId);
+  if (sessionId !== undefined) {
+    q = q.where('sessionId', '=', sessionId);
+    // A session id freed by a delete may be taken again, by another user even: the session
+    // that holds the id now shows only its own turns, not those of the one deleted before.
+    const session = await ctx.db.selectFrom('sessions').select('createdAt').where('organizationId', '=', organizationId).where('id', '=', sessionId).executeTakeFirst();
+    if (session) {
+      const ownTurns = ctx.db
+        .selectFrom('instances')
+        .select('id')
+        .where('organizationId', '=', organizationId)
+        .where('sessionId', '=', sessionId)
+        .where('createdAt', '>=', session.createdAt);
+      q = q.where('instanceId', 'in', ownTurns);
+    }
+  }
   if (userId !== undefined) q = q.where('userId', '=', userId);
   if (historyId !== undefined) q = q.where('id', '=', historyId);
   return paginate(q, params, newestFirst, historyView);

@@ -249,6 +249,11 @@ describe('sessions', () => {
     expect(fake.requests.some((r) => allText(r.body).includes('GINA-PRIVATE-2'))).toBe(false);
     const session = (await api.call('GET', `/v1/session/${sessionId}`)).body.data;
     expect(session).toMatchObject({ profileId: hank.body.data.profileId, turns: 1, lastInstanceId: hank.body.data.instanceId });
+    // The session's history is Hank's turn only; Gina's turns stay in her own history.
+    const history = (await api.call('GET', `/v1/history/list?sessionId=${sessionId}`)).body.data;
+    expect(history.items.map((h: any) => h.instanceId)).toEqual([hank.body.data.instanceId]);
+    const gina = (await api.call('GET', `/v1/history/list?profileId=${first.profileId}&pageSize=100`)).body.data.items.map((h: any) => h.instanceId);
+    expect(gina).toEqual(expect.arrayContaining([first.instanceId, queued.instanceId]));
   });
 });
 
