@@ -74,8 +74,10 @@ export async function acceptInbound(ctx: Ctx, token: string, signingSecret: stri
     throw new UnauthorizedError('Missing or wrong sb-signing-secret header: it must be the signing secret configured in Sendblue.');
   }
   const m = parseInbound(body);
-  // Our own sent messages echoed back, and payloads without a sender or anything to say.
-  if (!m || (body as { is_outbound?: unknown }).is_outbound === true) return { status: 'ignored' };
+  // Our own sent messages echoed back (a flag some relays pass on as a string), and payloads
+  // without a sender or anything to say.
+  const outbound = (body as { is_outbound?: unknown }).is_outbound;
+  if (!m || outbound === true || outbound === 'true') return { status: 'ignored' };
   const status = await ctx.db.transaction().execute(async (tx) => {
     const inserted = await tx
       .insertInto('sendblueMessages')

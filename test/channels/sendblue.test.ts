@@ -117,7 +117,8 @@ describe('the inbound URL', () => {
 
   it('ignores outbound echoes and payloads with nothing to run, still answering 200', async () => {
     const im = await imessageApp();
-    for (const payload of [message('+15550000002', { content: 'sent by us', is_outbound: true }), message('+15550000002'), { hello: 'world' }]) {
+    const echoes = [message('+15550000002', { content: 'sent by us', is_outbound: true }), { ...message('+15550000002', { content: 'sent by us' }), is_outbound: 'true' }];
+    for (const payload of [...echoes, message('+15550000002'), { hello: 'world' }]) {
       const res = await post(im.inbound, payload);
       expect(res.status).toBe(200);
       expect(res.body.data).toEqual({ status: 'ignored' });
