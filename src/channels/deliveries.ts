@@ -16,6 +16,8 @@ import { nextAttempt, type AttemptData } from './retry.js';
  */
 
 const MAX_INT32 = 2_147_483_647;
+/** Ended deliveries (delivered or given up) are kept this long, then purged. */
+const RETENTION_DAYS = 7;
 
 interface Target {
   method: string;
@@ -30,6 +32,8 @@ export interface NewDelivery {
   webhookId?: string;
   /** ...or an `api` channel's webhook. */
   channelId?: string;
+  /** The profile the event is about: the delivery is deleted with it. */
+  profileId: string | null;
   event: string;
   data: unknown;
 }
@@ -45,6 +49,7 @@ export async function enqueueDelivery(ctx: Ctx, tx: Tx, d: NewDelivery): Promise
       organizationId: d.organizationId,
       webhookId: d.webhookId ?? null,
       channelId: d.channelId ?? null,
+      profileId: d.profileId,
       event: d.event,
       body: JSON.stringify({ event: d.event, createdAt: createdAt.toISOString(), data: d.data }),
       lastStatus: null,
@@ -98,8 +103,9 @@ async function attempt(ctx: Ctx, d: WebhookDelivery, target: Target): Promise<Ou
 
 /** The deliver-webhook job: one attempt, then either done or the next attempt scheduled. */
 export async function deliverWebhook(ctx: Ctx, job: AttemptData & { deliveryId: string }): Promise<void> {
+  await purgeEnded(ctx);
   const d = await ctx.db.selectFrom('webhookDeliveries').selectAll().where('id', '=', job.deliveryId).executeTakeFirst();
-  // Gone with its webhook or channel, already delivered or given up, or this attempt already
+  // Gone with its webhook, channel or profile, already delivered or given up, or this attempt already
   // recorded (a duplicate job): nothing to do.
   if (!d || d.status !== 'pending' || d.attempts >= job.attempt) return;
   const target = await targetOf(ctx, d);
@@ -130,4 +136,13 @@ export async function deliverWebhook(ctx: Ctx, job: AttemptData & { deliveryId: 
     }
     if (next) await ctx.queue.send('deliver-webhook', { deliveryId: d.id, ...next.data }, { tx, startAfter: next.startAfter, expireInSeconds: 60 });
   });
+}
+
+/** Deliveries ended more than RETENTION_DAYS ago, a batch at a time: each delivery job sweeps some. */
+async function purgeEnded(ctx: Ctx): Promise<void> {
+  await sql`
+    delete from webhook_deliveries where id in (
+      select id from webhook_deliveries
+       where status <> 'pending' and created_at < now() - make_interval(days => ${RETENTION_DAYS})
+       limit 100)`.execute(ctx.db);
 }

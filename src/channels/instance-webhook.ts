@@ -20,5 +20,5 @@ export async function onInstanceEnded(ctx: Ctx, tx: Tx, instance: Instance): Pro
   if (!instance.channelId || !event) return;
   const channel = await tx.selectFrom('channels').select(['id', 'organizationId', 'type', 'webhook']).where('id', '=', instance.channelId).executeTakeFirst();
   if (!channel || channel.type !== 'api' || !channel.webhook) return;
-  await enqueueDelivery(ctx, tx, { organizationId: channel.organizationId, channelId: channel.id, event, data: instanceView(instance) });
+  await enqueueDelivery(ctx, tx, { organizationId: channel.organizationId, channelId: channel.id, profileId: instance.profileId, event, data: instanceView(instance) });
 }

@@ -21,6 +21,6 @@ export async function announceProfileCreated(ctx: Ctx, tx: Tx, profile: Profile)
   // Inside the transaction every read must go through it (PGlite has one connection).
   const [view] = await profileViews({ ...ctx, db: tx }, [profile]);
   for (const w of webhooks) {
-    await enqueueDelivery(ctx, tx, { organizationId: w.organizationId, webhookId: w.id, event: 'profile.created', data: view });
+    await enqueueDelivery(ctx, tx, { organizationId: w.organizationId, webhookId: w.id, profileId: profile.id, event: 'profile.created', data: view });
   }
 }

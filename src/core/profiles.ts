@@ -207,6 +207,8 @@ export async function purgeProfile(ctx: Ctx, profileId: string): Promise<void> {
   const profile = await ctx.db.selectFrom('profiles').select(['id', 'status']).where('id', '=', profileId).executeTakeFirst();
   if (!profile || profile.status !== 'deleting') return;
   for (const step of profileDeletionSteps) await step(ctx, profileId);
+  // Webhook deliveries about the profile carry its data; pending ones are never sent.
+  await ctx.db.deleteFrom('webhookDeliveries').where('profileId', '=', profileId).execute();
   await ctx.db.deleteFrom('sessions').where('profileId', '=', profileId).where('type', '=', 'single').execute();
   await ctx.db.deleteFrom('profiles').where('id', '=', profileId).execute();
 }

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import type { Ctx } from '../core/context.js';
 import { collectStray } from '../core/gc.js';
 import { sweepExpiredUploads } from '../core/uploads.js';
+import { purgeExpiredIdempotencyKeys } from '../server/idempotency.js';
 
 const SWEEP_BATCH = 100;
 /** How often the store check runs (by one worker: see claimStoreCheck). */
@@ -10,7 +11,8 @@ const STORE_CHECK_EVERY_MS = 24 * 60 * 60 * 1000;
 /**
  * Upkeep a worker process does besides jobs, every HARNESSLAYER_MAINTENANCE_SECONDS:
  * - uploads past their 24 h and their staged files are removed even when no new upload comes
- *   along to sweep them. Every worker may sweep; removing an upload twice is harmless;
+ *   along to sweep them, and so are idempotency keys past their 24 h. Every worker may sweep;
+ *   removing a row twice is harmless;
  * - once a day, one worker checks the store for what nothing references (collectStray).
  * Returns the stop.
  */
@@ -20,6 +22,7 @@ export function startMaintenance(ctx: Ctx): () => Promise<void> {
   const timer = setInterval(() => {
     running ??= (async () => {
       await sweepUploads(ctx);
+      await sweepIdempotencyKeys(ctx);
       await checkStore(ctx, stop.signal);
     })().finally(() => (running = undefined));
   }, ctx.config.maintenanceIntervalSeconds * 1000);
@@ -36,6 +39,14 @@ async function sweepUploads(ctx: Ctx): Promise<void> {
     while ((await sweepExpiredUploads(ctx, SWEEP_BATCH)) === SWEEP_BATCH);
   } catch (err) {
     console.error('[maintenance] sweeping expired uploads:', (err as Error).message);
+  }
+}
+
+async function sweepIdempotencyKeys(ctx: Ctx): Promise<void> {
+  try {
+    while ((await purgeExpiredIdempotencyKeys(ctx, SWEEP_BATCH)) === SWEEP_BATCH);
+  } catch (err) {
+    console.error('[maintenance] sweeping expired idempotency keys:', (err as Error).message);
   }
 }
 

@@ -117,3 +117,15 @@ export function canonicalJson(value: unknown): string {
     v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v,
   );
 }
+
+/**
+ * Removes up to `batch` keys past their 24 h (a key is replaced anyway when it is used again
+ * after that); returns how many. Every worker's maintenance tick sweeps.
+ */
+export async function purgeExpiredIdempotencyKeys(ctx: Ctx, batch: number): Promise<number> {
+  const cutoff = new Date(ctx.now().getTime() - TTL_MS);
+  const res = await sql`
+    delete from idempotency_keys where ctid in (
+      select ctid from idempotency_keys where created_at < ${cutoff} limit ${batch})`.execute(ctx.db);
+  return Number(res.numAffectedRows ?? 0n);
+}

@@ -369,6 +369,8 @@ export interface WebhookDeliveriesTable {
   organizationId: string;
   webhookId: string | null;
   channelId: string | null;
+  /** The profile the event is about (deleted with it), when there is one. */
+  profileId: string | null;
   event: string;
   /** The JSON body, exactly as every attempt sends it. */
   body: string;

@@ -98,6 +98,30 @@ describe('profile.created', () => {
     expect(verifySignature(get.secret, posted).valid).toBe(false);
   });
 
+  it('ended deliveries are kept a week, then purged; pending ones stay', async () => {
+    const appId = await newApp();
+    const hook = await newWebhook(appId, { url: `${receiver.url}/kept` });
+    await api.call('POST', '/v1/profile/create', { appId, identifier: 'old-one' });
+    const [old] = await eventually(async () => {
+      const rows = await deliveries({ webhookId: hook.id });
+      return rows.length === 1 && rows[0].status === 'delivered' && rows;
+    }, 'the first delivery');
+    const eightDaysAgo = new Date(Date.now() - 8 * 86_400_000);
+    await t.ctx.db.updateTable('webhookDeliveries').set({ createdAt: eightDaysAgo }).where('id', '=', old.id).execute();
+    // A week-old delivery still pending (its receiver kept failing) is left to its retries.
+    const pending = { ...old, id: 'dlv-StillPending0000', status: 'pending' as const, attempts: 0, lastStatus: null, deliveredAt: null };
+    await t.ctx.db.insertInto('webhookDeliveries').values(pending).execute();
+
+    // The next delivery job sweeps.
+    await api.call('POST', '/v1/profile/create', { appId, identifier: 'new-one' });
+    const rows = await eventually(async () => {
+      const rows = await deliveries({ webhookId: hook.id });
+      return rows.every((r) => r.id !== old.id) && rows.some((r) => r.status === 'delivered') && rows;
+    }, 'the old delivery purged');
+    expect(rows).toHaveLength(2);
+    expect(rows.find((r) => r.status === 'pending')?.id).toBe(pending.id);
+  });
+
   it('a receiver failing three times gets retries on the backoff schedule; runCount counts only the success', async () => {
     const appId = await newApp();
     const hook = await newWebhook(appId, { url: `${receiver.url}/flaky` });
@@ -184,6 +208,14 @@ describe('an api channel webhook and implicit profiles', () => {
     expectSigned(announced, profileHook.secret);
     expect(JSON.parse(announced.body).data).toMatchObject({ id: first.profileId, identifier: 'hopper', appId });
     expect(receiver.at('/implicit')).toHaveLength(1);
+
+    // The deliveries carry the user's turns and profile: deleting the profile deletes them.
+    const about = () => t.ctx.db.selectFrom('webhookDeliveries').select('id').where('profileId', '=', first.profileId).execute();
+    expect(await about()).toHaveLength(4);
+    expect((await api.call('DELETE', `/v1/profile/${first.profileId}`)).status).toBe(200);
+    await eventually(async () => (await api.call('GET', `/v1/profile/${first.profileId}`)).status === 404, 'the profile deleted');
+    expect(await about()).toEqual([]);
+    expect([...(await deliveries({ channelId: channel.id })), ...(await deliveries({ webhookId: profileHook.id }))]).toEqual([]);
   });
 });
 

@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
 import { declare, put, putBatch, tarball } from './bundle.js';
 
-// Abandoned uploads go after 24 h with their staged files, also when no new upload comes.
+// Abandoned uploads go after 24 h with their staged files, also when no new upload comes;
+// idempotency keys go after their 24 h too.
 
 let t: TestServer;
 beforeAll(async () => {
@@ -40,5 +41,19 @@ describe('expired uploads', () => {
     expect(((await late.json()) as { error: string }).error).toMatch(/upload/);
     expect((await put(up.uploadUrls[0], files['AGENTS.md'])).status).toBe(404);
     await expect(fs.access(staged)).rejects.toThrow();
+  });
+});
+
+describe('expired idempotency keys', () => {
+  it('are removed by the workers; keys within their 24 h stay', async () => {
+    const { key } = await t.org();
+    const create = (slug: string) => t.call('POST', '/v1/app/create', { key, body: { slug, type: 'openclaw' }, headers: { 'Idempotency-Key': `sweep-${slug}` } });
+    expect((await create('kept-a')).status).toBe(200);
+    expect((await create('kept-b')).status).toBe(200);
+    const keys = async () => (await t.ctx.db.selectFrom('idempotencyKeys').select('idempotencyKey').where('idempotencyKey', 'like', 'sweep-%').execute()).map((k) => k.idempotencyKey).sort();
+    expect(await keys()).toEqual(['sweep-kept-a', 'sweep-kept-b']);
+    await t.ctx.db.updateTable('idempotencyKeys').set({ createdAt: new Date(Date.now() - 25 * 60 * 60 * 1000) }).where('idempotencyKey', '=', 'sweep-kept-a').execute();
+    await eventually(async () => (await keys()).length === 1, 'the expired key to be swept');
+    expect(await keys()).toEqual(['sweep-kept-b']);
   });
 });
