@@ -105,8 +105,8 @@ async function attempt(ctx: Ctx, d: WebhookDelivery, target: Target): Promise<Ou
 export async function deliverWebhook(ctx: Ctx, job: AttemptData & { deliveryId: string }): Promise<void> {
   await purgeEnded(ctx);
   const d = await ctx.db.selectFrom('webhookDeliveries').selectAll().where('id', '=', job.deliveryId).executeTakeFirst();
-  // Gone with its webhook, channel or profile, already delivered or given up, or this attempt already
-  // recorded (a duplicate job): nothing to do.
+  // Gone with its webhook, channel or profile, already delivered or given up, or this attempt
+  // already recorded (a duplicate job): nothing to do.
   if (!d || d.status !== 'pending' || d.attempts >= job.attempt) return;
   const target = await targetOf(ctx, d);
   const result: OutboundResult = target ? await attempt(ctx, d, target) : { ok: false, status: null, error: 'The receiver no longer exists.', body: '' };
