@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import type { Ctx } from './context.js';
 import { appendEvents, type Signal } from './events.js';
 import { newId } from './ids.js';
+import { appDeletionSteps } from './apps.js';
 import { profileDeletionSteps } from './profiles.js';
 import { findInstance } from './records.js';
 import { isFinalStatus, resultEvent, ZERO_USAGE, type FinalStatus, type RuntimeEvent, type Usage } from '../runtime/events.js';
@@ -272,22 +273,32 @@ export async function reapRuns(ctx: Ctx): Promise<{ failed: number; requeued: nu
 const PURGE_BATCH = 500;
 
 /**
- * The profile deletion job's step for its turns (CONTRACT §7: every record under it goes).
- * Its open turns are stopped first, as `response/stop` does, waiting up to STOP_WAIT_MS for a
- * running one; one still stopping then makes the step throw, and the job is retried. Then its instances (their events cascade), history and
- * conflicts are deleted. The iMessages that started its turns keep their handle, so a
- * duplicate is still recognized, but not their text.
+ * A deletion job's first step: the open turns of a profile or an app are stopped, as
+ * `response/stop` does (each ends `stopped`, with its result event, waking its pollers and
+ * streams), waiting up to STOP_WAIT_MS for a running one. One still stopping then makes the
+ * step throw, and the job is retried. No turn is left writing files the job then removes.
  */
-export async function purgeProfileRuns(ctx: Ctx, profileId: string): Promise<void> {
+async function stopTurnsOf(ctx: Ctx, owner: { column: 'profileId' | 'appId'; id: string }): Promise<void> {
   const stopping = await ctx.events.transaction(async (tx, signal) => {
-    const open = await tx.selectFrom('instances').select(['id', 'status']).where('profileId', '=', profileId).where('status', 'in', OPEN).orderBy('runOrder').forUpdate().execute();
+    const open = await tx.selectFrom('instances').select(['id', 'status']).where(owner.column, '=', owner.id).where('status', 'in', OPEN).orderBy('runOrder').forUpdate().execute();
     for (const instance of open) await stopOpen(ctx, tx, signal, instance);
     return open.filter((i) => i.status === 'running').map((i) => i.id);
   });
   for (const id of stopping) {
     const status = await statusWithin(ctx, id, STOP_WAIT_MS);
-    if (status !== null && !isFinalStatus(status)) throw new Error(`A turn of profile ${profileId} (${id}) is still stopping; the deletion job tries again.`);
+    const whose = owner.column === 'profileId' ? 'profile' : 'app';
+    if (status !== null && !isFinalStatus(status)) throw new Error(`A turn of ${whose} ${owner.id} (${id}) is still stopping; the deletion job tries again.`);
   }
+}
+
+/**
+ * The profile deletion job's step for its turns (CONTRACT §7: every record under it goes).
+ * Its open turns are stopped first (stopTurnsOf). Then its instances (their events cascade),
+ * history and conflicts are deleted. The iMessages that started its turns keep their handle,
+ * so a duplicate is still recognized, but not their text.
+ */
+export async function purgeProfileRuns(ctx: Ctx, profileId: string): Promise<void> {
+  await stopTurnsOf(ctx, { column: 'profileId', id: profileId });
   for (;;) {
     const ids = (await ctx.db.selectFrom('instances').select('id').where('profileId', '=', profileId).limit(PURGE_BATCH).execute()).map((i) => i.id);
     if (ids.length === 0) break;
@@ -305,4 +316,7 @@ export async function purgeProfileRuns(ctx: Ctx, profileId: string): Promise<voi
   await ctx.db.deleteFrom('history').where('profileId', '=', profileId).execute();
   await ctx.db.deleteFrom('conflicts').where('profileId', '=', profileId).execute();
 }
-profileDeletionSteps.push(purgeProfileRuns);
+// First: the profile's files are removed only once none of its turns can write them.
+profileDeletionSteps.unshift(purgeProfileRuns);
+// An app's records cascade from it, but its turns must end first, as a profile's do.
+appDeletionSteps.unshift((ctx, appId) => stopTurnsOf(ctx, { column: 'appId', id: appId }));

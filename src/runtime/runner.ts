@@ -6,6 +6,7 @@ import type { Ctx } from '../core/context.js';
 import { appendTurnEvents } from '../core/events.js';
 import { randomBase62 } from '../core/ids.js';
 import { claimInstance, finalizeInstance, reapRuns, renewLease, type Outcome } from '../core/runs.js';
+import type { Tx } from '../storage/db.js';
 import type { Instance, RunImage } from '../storage/schema.js';
 import type { TurnImage } from './claude.js';
 import { runClaude } from './claude-runtime.js';
@@ -189,7 +190,9 @@ async function record(ctx: Ctx, state: RunnerState, instance: Instance, outcome:
   const end = (withFiles: boolean, o: Outcome) =>
     ctx.events.transaction(async (tx, signal) => {
       let stateId = ws?.headStateId ?? null;
-      if (withFiles && ws && after) stateId = (await commitRun(ctx, tx, ws, after, instance.profileId!)) ?? stateId;
+      // A profile being deleted keeps no files: its turn ends as it ended (stopped), unsaved.
+      const keep = withFiles && ws && after && (await isActiveProfile(tx, instance.profileId!));
+      if (keep) stateId = (await commitRun(ctx, tx, ws, after, instance.profileId!)) ?? stateId;
       await turn?.persist?.(tx);
       if (!(await finalizeInstance(ctx, tx, signal, instance.id, { ...o, stateId }, guard))) throw new LostInstance();
     });
@@ -274,4 +277,10 @@ class EventWriter {
   async drain(): Promise<void> {
     while (this.flushing) await this.flushing;
   }
+}
+
+/** Locks the profile row (its deletion waits for this commit) and tells whether it is active. */
+async function isActiveProfile(tx: Tx, profileId: string): Promise<boolean> {
+  const p = await tx.selectFrom('profiles').select('status').where('id', '=', profileId).forUpdate().executeTakeFirst();
+  return p?.status === 'active';
 }

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { allText, startFakeAnthropic, turnText, type FakeAnthropic, type FakeScript } from '../fakes/anthropic.js';
 import { startFakeMcp, type FakeMcp } from '../fakes/mcp.js';
+import { instanceEndedHooks } from '../../src/core/runs.js';
 import { deploy } from '../files/bundle.js';
 import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
 import { afterTool, client, dynamic, onTurn, PNG_1PX, readSse, texts, workDirOf } from './helpers.js';
@@ -44,6 +45,13 @@ afterAll(async () => {
 });
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+
+/** Records how each instance ending from now on ends (an instance-ended hook, as channels use). */
+function endedStatuses(): Map<string, string> {
+  const ended = new Map<string, string>();
+  instanceEndedHooks.push(async (_ctx, _tx, instance) => void ended.set(instance.id, instance.status));
+  return ended;
+}
 
 describe('a turn', () => {
   it('runs a Write tool turn: events, a new state with the file, complete instance and history records', async () => {
@@ -262,22 +270,51 @@ describe('deleting a profile', () => {
     fake.script(onTurn('IVY-FIRST', { blocks: [{ type: 'text', text: 'Hello Ivy.' }] }));
     const done = (await api.run({ appId, channelId, userId: 'ivy', input: 'IVY-FIRST', sessionId: 'ivy-1' })).body.data;
     await api.events(done.instanceId);
-    const slow = fake.script(onTurn('IVY-SLOW', { blocks: [{ type: 'text', text: ['Slow ', 'reply'] }], pauseAfter: 1 }));
+    // The running turn writes a file, then streams: the deletion stops it mid-reply.
+    fake.script(dynamic('IVY-SLOW', (r) => [{ type: 'tool_use', id: 'toolu_ivy_write', name: 'Write', input: { file_path: path.join(workDirOf(r, t.config.dataDir), 'ivy.txt'), content: 'mine\n' } }]));
+    const slow = fake.script(afterTool('toolu_ivy_write', { blocks: [{ type: 'text', text: ['Slow ', 'reply'] }], pauseAfter: 1 }));
     const running = (await api.run({ appId, channelId, userId: 'ivy', input: 'IVY-SLOW', sessionId: 'ivy-1' })).body.data;
     const queued = (await api.run({ appId, channelId, userId: 'ivy', input: 'IVY-NEVER', sessionId: 'ivy-1' })).body.data;
     await slow.paused;
     const rows = (table: 'instances' | 'history') => t.ctx.db.selectFrom(table).select('id').where('profileId', '=', done.profileId).execute();
     expect(await rows('instances')).toHaveLength(3);
 
+    const ended = endedStatuses();
     expect((await api.call('DELETE', `/v1/profile/${done.profileId}`)).body.data).toEqual({ id: done.profileId, status: 'deleting' });
     await slow.disconnected; // the running turn was stopped
     await eventually(async () => (await api.call('GET', `/v1/profile/${done.profileId}`)).status === 404, 'the profile to be deleted');
+    // Both ended stopped, as response/stop ends them, though the running one had written a file.
+    expect(Object.fromEntries(ended)).toEqual({ [running.instanceId]: 'stopped', [queued.instanceId]: 'stopped' });
     expect(await rows('instances')).toEqual([]);
     expect(await rows('history')).toEqual([]);
     expect(await t.ctx.db.selectFrom('events').select('seq').where('instanceId', 'in', [done.instanceId, running.instanceId, queued.instanceId]).execute()).toEqual([]);
     expect((await api.call('GET', `/v1/instance/${done.instanceId}`)).status).toBe(404);
     expect((await api.call('GET', '/v1/history/list?sessionId=ivy-1')).body.data.total).toBe(0);
     expect(fake.requests.some((r) => allText(r.body).includes('IVY-NEVER'))).toBe(false);
+  });
+});
+
+describe('deleting an app', () => {
+  it('stops its turns first: each ends stopped, and a poll waiting on one answers', async () => {
+    const doomed = (await api.call('POST', '/v1/app/create', { slug: 'doomed', type: 'claude' })).body.data.id;
+    await deploy(t, key, doomed, BUNDLE);
+    const ch = (await api.call('POST', '/v1/channel/create', { appId: doomed, slug: 'api', type: 'api' })).body.data.id;
+    const slow = fake.script(onTurn('DOOMED-SLOW', { blocks: [{ type: 'text', text: ['Going ', 'on'] }], pauseAfter: 1 }));
+    const running = (await api.run({ appId: doomed, channelId: ch, userId: 'jay', input: 'DOOMED-SLOW', sessionId: 'doomed-1' })).body.data;
+    const queued = (await api.run({ appId: doomed, channelId: ch, userId: 'jay', input: 'DOOMED-NEVER', sessionId: 'doomed-1' })).body.data;
+    await slow.paused;
+    const seen = (await api.poll(running.instanceId)).body.data.cursor;
+    const waiting = api.poll(running.instanceId, seen, 60_000);
+    const ended = endedStatuses();
+    expect((await api.call('DELETE', `/v1/app/${doomed}`)).status).toBe(200);
+    await slow.disconnected;
+    const answer = await waiting;
+    // The poll wakes with the turn's last events, or finds it already removed with the app.
+    if (answer.status === 200) expect(answer.body.data.events.length).toBeGreaterThan(0);
+    else expect(answer.status).toBe(404);
+    await eventually(async () => (await api.call('GET', `/v1/app/${doomed}`)).status === 404, 'the app to be deleted');
+    expect(Object.fromEntries(ended)).toEqual({ [running.instanceId]: 'stopped', [queued.instanceId]: 'stopped' });
+    expect(fake.requests.some((r) => allText(r.body).includes('DOOMED-NEVER'))).toBe(false);
   });
 });
 
