@@ -338,8 +338,13 @@ export async function finishIfDone(ctx: Ctx, syncId: string): Promise<void> {
   });
 }
 
-/** Syncs of one app run one after another, so two never interleave on a profile. */
+/**
+ * Syncs of one app run one after another, so two never interleave on a profile. The app row
+ * lock orders this against createSync: a sync requested while the previous one finishes
+ * either sees it completed and starts itself, or is committed before this looks for it.
+ */
 export async function startNextSync(ctx: Ctx, tx: Tx, appId: string): Promise<void> {
+  await tx.selectFrom('apps').select('id').where('id', '=', appId).forUpdate().execute();
   const running = await tx.selectFrom('syncs').select('id').where('appId', '=', appId).where('status', '=', 'running').executeTakeFirst();
   if (running) return;
   const next = await tx

@@ -204,6 +204,26 @@ describe('version sync end to end', () => {
     ]);
   });
 
+  it('every sync requested runs, one after another, also those requested while another finishes', async () => {
+    const app = (await t.call('POST', '/v1/app/create', { key, body: { slug: 'sync-burst', type: 'claude' } })).body.data;
+    await deploy(t, key, app.id, V1);
+    for (let i = 0; i < 3; i++) await t.call('POST', '/v1/profile/create', { key, body: { appId: app.id, identifier: `burst-${i}` } });
+    // Requests spread over varying gaps (load, not synchronisation: every assertion below
+    // holds whatever the timing), so some arrive just as the sync before them finishes.
+    const ids: string[] = [];
+    for (let i = 0; i < 100; i++) {
+      const res = await t.call('POST', '/v1/version/sync', { key, body: { appId: app.id } });
+      expect(res.status).toBe(200);
+      ids.push(res.body.data.syncId);
+      await new Promise((resolve) => setTimeout(resolve, (i * 7) % 40));
+    }
+    const done = [];
+    for (const id of ids) done.push(await waitSync(id));
+    expect(done.map((s) => s.status)).toEqual(ids.map(() => 'completed'));
+    const byStart = [...done].sort((a, b) => Date.parse(a.startedAt) - Date.parse(b.startedAt));
+    for (let i = 1; i < byStart.length; i++) expect(Date.parse(byStart[i].startedAt)).toBeGreaterThanOrEqual(Date.parse(byStart[i - 1].completedAt));
+  });
+
   it('refuses a sync without a head version, unknown profiles and bad strategies, queuing nothing', async () => {
     const app = (await t.call('POST', '/v1/app/create', { key, body: { slug: 'sync-empty', type: 'claude' } })).body.data;
     const none = await t.call('POST', '/v1/version/sync', { key, body: { appId: app.id } });
