@@ -34,6 +34,8 @@ export interface VersionTree {
   size: number;
   /** Each entry's line of the treeHash text (`path\0hash\n`), shared by every profile's hash. */
   lines: string[];
+  /** Every folder that holds an entry (`a` and `a/b` for `a/b/c`). */
+  dirs: Set<string>;
 }
 
 export function versionTree(entries: TreeEntry[]): VersionTree {
@@ -44,7 +46,15 @@ export function versionTree(entries: TreeEntry[]): VersionTree {
     hash: treeHashOf(sorted),
     size: totals(sorted).size,
     lines: sorted.map((e) => `${e.path}\0${e.hash}\n`),
+    dirs: new Set(sorted.flatMap((e) => folders(e.path))),
   };
+}
+
+/** The folders above a path: `a`, `a/b` for `a/b/c`. */
+function folders(p: string): string[] {
+  const out: string[] = [];
+  for (let i = p.indexOf('/'); i !== -1; i = p.indexOf('/', i + 1)) out.push(p.slice(0, i));
+  return out;
 }
 
 /** Paths whose content differs between two version trees (changed, added or removed). */
@@ -121,10 +131,11 @@ export async function planProfileMerge(
   // The common case: the version changed none of the profile's paths, so its overlay (and
   // every file it holds) carries over unchanged onto the incoming version.
   // Both lists come from the database in path order (`collate "C"`).
-  if (overlayHash !== undefined && !overlay.some((e) => delta.has(e.path))) {
+  const clashFree = (o: OverlayEntry[]) => !o.some((e) => e.hash !== null && (incoming.dirs.has(e.path) || folders(e.path).some((d) => incoming.byPath.has(d))));
+  if (overlayHash !== undefined && !overlay.some((e) => delta.has(e.path)) && clashFree(overlay)) {
     return { overlay, overlayHash, ...carriedOver(incoming, overlay), newBlobs: [], conflicts: [] };
   }
-  const next: OverlayEntry[] = [];
+  let next: OverlayEntry[] = [];
   const newBlobs: ProfileMergePlan['newBlobs'] = [];
   const conflicts: ProfileMergePlan['conflicts'] = [];
   for (const entry of overlay) {
@@ -164,6 +175,7 @@ export async function planProfileMerge(
       next.push({ path: entry.path, hash: result?.hash ?? null, size: result?.size ?? null });
     }
   }
+  if (!clashFree(next)) next = settleClashes(base, incoming, next, strategy, conflicts);
   const files = applyOverlay(incoming.entries, next);
   return {
     overlay: sortByPath(next),
@@ -173,4 +185,53 @@ export async function planProfileMerge(
     newBlobs,
     conflicts,
   };
+}
+
+/**
+ * A profile's file where the incoming version has a folder (`notes` against `notes/a.md`),
+ * or the other way round. No disk holds both, so one side goes, and each path it loses is
+ * a conflict (kind by CONTRACT's rule; neither side's tree held both, so the base lacks
+ * the lost path or the other side deleted it). The strategy picks the side as for any
+ * conflict: `incoming` keeps the app's paths; every other strategy keeps the profile's
+ * (`manual` leaves the conflict open). The rest of the merge stands.
+ */
+function settleClashes(base: VersionTree, incoming: VersionTree, overlay: OverlayEntry[], strategy: Strategy, conflicts: ProfileMergePlan['conflicts']): OverlayEntry[] {
+  const byPath = new Map(overlay.map((e) => [e.path, e]));
+  // Incoming files the overlay leaves in place, under or above each of the profile's files.
+  const appFilesAgainst = (p: string): TreeEntry[] => {
+    const above = folders(p).flatMap((d) => (incoming.byPath.has(d) && !byPath.has(d) ? [incoming.byPath.get(d)!] : []));
+    const below = incoming.dirs.has(p) ? incoming.entries.filter((e) => e.path.startsWith(`${p}/`) && !byPath.has(e.path)) : [];
+    return [...above, ...below];
+  };
+  const hashOf = (h: string | null | undefined) => (h ? `sha256-${h}` : null);
+  const lost = (path: string, current: string | null, inc: string | null, resolution: 'current' | 'incoming') => {
+    const b = base.byPath.get(path)?.hash ?? null;
+    const open = strategy === 'manual';
+    conflicts.push({
+      path,
+      kind: b === null ? 'add_add' : 'modify_delete',
+      status: open ? 'open' : 'resolved',
+      resolution: open ? null : resolution,
+      baseHash: hashOf(b),
+      currentHash: hashOf(current),
+      incomingHash: hashOf(inc),
+      resultHash: null,
+    });
+  };
+  for (const entry of overlay) {
+    if (entry.hash === null) continue;
+    const against = appFilesAgainst(entry.path);
+    if (against.length === 0) continue;
+    if (strategy === 'incoming') {
+      byPath.delete(entry.path); // the app has no file at this path: the profile's goes
+      lost(entry.path, entry.hash, null, 'incoming');
+    } else {
+      for (const a of against) {
+        if (byPath.has(a.path)) continue; // settled for another of the profile's files
+        byPath.set(a.path, { path: a.path, hash: null, size: null });
+        lost(a.path, null, a.hash, 'current');
+      }
+    }
+  }
+  return [...byPath.values()];
 }

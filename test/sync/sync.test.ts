@@ -204,6 +204,34 @@ describe('version sync end to end', () => {
     ]);
   });
 
+  it('a file of the profile where the version has a folder, or the other way round: one side is kept, every path lost is a conflict', async () => {
+    const app = (await t.call('POST', '/v1/app/create', { key, body: { slug: 'sync-clash', type: 'claude' } })).body.data;
+    await deploy(t, key, app.id, { 'CLAUDE.md': 'v1\n' });
+    const mine = { 'CLAUDE.md': 'v1\n', 'notes/today.md': 'my notes\n', memory: 'my memory\n' };
+    const profiles: Record<string, string> = {};
+    for (const strategy of ['smart', 'manual', 'incoming']) {
+      profiles[strategy] = (await t.call('POST', '/v1/profile/create', { key, body: { appId: app.id, identifier: `clash-${strategy}` } })).body.data.id;
+      expect((await commit(t, key, profiles[strategy], mine)).status).toBe(200);
+    }
+    const theirs = { 'CLAUDE.md': 'v1\n', notes: 'app notes\n', 'memory/index.md': 'app memory\n' };
+    await deploy(t, key, app.id, theirs);
+    for (const strategy of ['smart', 'manual', 'incoming']) {
+      const sync = (await t.call('POST', '/v1/version/sync', { key, body: { appId: app.id, strategy, profileIds: [profiles[strategy]] } })).body.data;
+      expect(await waitSync(sync.syncId)).toMatchObject({ status: 'completed', updated: 1, conflicted: 1, failed: 0 });
+      const conflicts = (await t.call('GET', `/v1/conflict/list?appId=${app.id}&syncId=${sync.syncId}`, { key })).body.data.items;
+      const byPath = Object.fromEntries(conflicts.map((c: any) => [c.path, [c.kind, c.status, c.resolution, c.currentHash !== null, c.incomingHash !== null, c.resultHash]]));
+      if (strategy === 'incoming') {
+        expect(await filesOf(profiles[strategy])).toEqual(asBuffers(theirs));
+        expect(byPath).toEqual({ 'notes/today.md': ['add_add', 'resolved', 'incoming', true, false, null], memory: ['add_add', 'resolved', 'incoming', true, false, null] });
+      } else {
+        // The profile's files stay; the app's paths that no disk could hold beside them do not.
+        expect(await filesOf(profiles[strategy])).toEqual(asBuffers(mine));
+        const [status, resolution] = strategy === 'manual' ? ['open', null] : ['resolved', 'current'];
+        expect(byPath).toEqual({ notes: ['add_add', status, resolution, false, true, null], 'memory/index.md': ['add_add', status, resolution, false, true, null] });
+      }
+    }
+  });
+
   it('every sync requested runs, one after another, also those requested while another finishes', async () => {
     const app = (await t.call('POST', '/v1/app/create', { key, body: { slug: 'sync-burst', type: 'claude' } })).body.data;
     await deploy(t, key, app.id, V1);
