@@ -3,8 +3,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Ctx } from '../core/context.js';
 import { lockProfile, commitState } from '../core/states.js';
-import { MAX_FILES, pathProblem, readBlob, readInline, readStored, sortByPath, stateFiles, storeBlob, treeHashOf, type TreeEntry } from '../core/trees.js';
-import { mergeFile } from '../sync/merge/index.js';
+import { MAX_FILES, pathProblem, readInline, readStored, sortByPath, stateFiles, storeBlob, treeHashOf, type TreeEntry } from '../core/trees.js';
+import { changedBetween, rebaseOnto, type WrittenFile } from '../core/rebase.js';
 import type { Tx } from '../storage/db.js';
 
 /**
@@ -23,7 +23,7 @@ export interface Workspace {
 }
 
 /** A file after the turn; `bytes` when it may be new content. */
-export type WorkFile = TreeEntry & { bytes?: Buffer };
+export type WorkFile = WrittenFile;
 
 const WRITE_PARALLEL = 8;
 
@@ -93,17 +93,14 @@ export async function scan(ws: Workspace, maxBytes: number): Promise<Map<string,
   return out;
 }
 
-const hashOf = (e: TreeEntry | undefined) => e?.hash ?? null;
-
 /**
  * Commits the turn's changes onto the profile head in `tx`; returns the new head state id,
  * or null when the turn changed nothing. When another writer moved the head since the turn
- * started, each changed path is merged three-way (`smart`: base = the files the turn
- * started from, current = the head now, incoming = the turn's), so neither loses files.
+ * started, the turn's changes are merged onto the head now (rebaseOnto), so neither loses
+ * files.
  */
 export async function commitRun(ctx: Ctx, tx: Tx, ws: Workspace, after: Map<string, WorkFile>, profileId: string): Promise<string | null> {
-  const changed = [...new Set([...ws.start.keys(), ...after.keys()])].filter((p) => hashOf(ws.start.get(p)) !== hashOf(after.get(p)));
-  if (changed.length === 0) return null;
+  if (changedBetween(ws.start, after).length === 0) return null;
   const profile = await lockProfile(tx, profileId);
   let result: Map<string, WorkFile>;
   let headTree: string | null = null;
@@ -114,20 +111,7 @@ export async function commitRun(ctx: Ctx, tx: Tx, ws: Workspace, after: Map<stri
       : undefined;
     const current = new Map<string, WorkFile>((head ? await stateFiles(tx, head) : []).map((f) => [f.path, f]));
     headTree = head?.treeHash ?? null;
-    result = new Map(current);
-    const bytes = async (f: WorkFile | undefined) => (f ? (f.bytes ?? (await readBlob({ db: tx, blobs: ctx.blobs }, f.hash))) : null);
-    for (const p of changed) {
-      const base = ws.start.get(p);
-      const cur = current.get(p);
-      const mine = after.get(p);
-      let take: WorkFile | undefined = mine;
-      if (hashOf(cur) !== hashOf(base) && hashOf(cur) !== hashOf(mine)) {
-        const merged = mergeFile({ path: p, base: await bytes(base), current: await bytes(cur), incoming: await bytes(mine), strategy: 'smart' });
-        take = merged.result === null ? undefined : contentEntry(p, Buffer.from(merged.result));
-      }
-      if (take) result.set(p, take);
-      else result.delete(p);
-    }
+    result = await rebaseOnto(ctx, tx, ws.start, after, current);
   }
   // New content (the turn's files, merge results) gets its blob rows and bytes stored.
   for (const f of result.values()) if (f.bytes) await storeBlob(ctx, tx, f.path, f.bytes);
@@ -137,6 +121,3 @@ export async function commitRun(ctx: Ctx, tx: Tx, ws: Workspace, after: Map<stri
   return state.id;
 }
 
-function contentEntry(p: string, bytes: Buffer): WorkFile {
-  return { path: p, hash: createHash('sha256').update(bytes).digest('hex'), size: bytes.length, bytes };
-}
