@@ -11,7 +11,8 @@ import { AppError, BadRequestError } from './errors.js';
 import { newId } from './ids.js';
 import { findProfile } from './profiles.js';
 import { getState, lockProfile, moveHead, nextStateNumber, type StateView } from './states.js';
-import { BundleNames, MAX_FILES, diffOverlay, pathProblem, saveBlobs, saveOverlay, totals, treeHashOf, versionFiles, type TreeEntry } from './trees.js';
+import { rebaseOnto } from './rebase.js';
+import { BundleNames, MAX_FILES, diffOverlay, pathProblem, saveBlobs, saveOverlay, sortByPath, stateFiles, storeBlob, totals, treeHashOf, versionFiles, type TreeEntry } from './trees.js';
 import { checkClaudeSettings } from './uploads.js';
 import { ArchiveError, detectFormat, readArchive } from '../storage/blobs/archive.js';
 import { INLINE_LIMIT } from '../storage/blobs/driver.js';
@@ -19,8 +20,10 @@ import { INLINE_LIMIT } from '../storage/blobs/driver.js';
 /**
  * `state/snapshot`: a state from an archive this server stores. The request registers a
  * `materializing` state; the `materialize-snapshot` job checks and extracts the archive,
- * stores its files and makes the state head. A bad archive leaves the state `failed` with
- * the reason, head unchanged, no file of it stored.
+ * stores its files and makes the state head: as it is when the head is still the one the
+ * request saw, else merged onto the head now (rebaseOnto), so nothing written meanwhile is
+ * lost. A bad archive leaves the state `failed` with the reason, head unchanged, no file of
+ * it stored.
  */
 
 export type SnapshotSource =
@@ -147,19 +150,32 @@ export async function materializeSnapshot(ctx: Ctx, job: { organizationId: strin
     await ctx.db.transaction().execute(async (tx) => {
       await saveBlobs(tx, ctx.blobs, files);
       for (const [i, f] of files.entries()) await ctx.blobs.promoteStaged(stage, i, f.hash);
-      const entries = files.map((f) => ({ path: f.path, hash: f.hash, size: f.size }));
-      const overlay = diffOverlay(await versionFiles(tx, state.organizationId, state.baseVersionId), entries);
-      const overlayHash = await saveOverlay(tx, overlay);
-      // The profile lock is the compare-and-set: whatever the head is now, this restore wins.
+      let entries: TreeEntry[] = files.map((f) => ({ path: f.path, hash: f.hash, size: f.size }));
+      let baseVersionId = state.baseVersionId;
+      // Compare-and-set against the head the request saw (the state's parent). When another
+      // writer (a run, a sync, an upload) moved it meanwhile, the snapshot's changes are
+      // merged onto the head now, as a run's are: nothing either side wrote is lost.
       const profile = await lockProfile(tx, state.profileId);
+      if (profile.headStateId !== state.parentStateId) {
+        const filesOf = async (id: string | null) => {
+          const s = id ? await tx.selectFrom('states').select(['organizationId', 'baseVersionId', 'overlayHash']).where('organizationId', '=', state.organizationId).where('id', '=', id).executeTakeFirst() : undefined;
+          return new Map((s ? await stateFiles(tx, s) : []).map((f) => [f.path, f]));
+        };
+        const merged = await rebaseOnto(ctx, tx, await filesOf(state.parentStateId), new Map(entries.map((e) => [e.path, e])), await filesOf(profile.headStateId));
+        for (const f of merged.values()) if (f.bytes) await storeBlob(ctx, tx, f.path, f.bytes);
+        entries = sortByPath([...merged.values()].map(({ path: p, hash, size }) => ({ path: p, hash, size })));
+        baseVersionId = profile.baseVersionId;
+      }
+      const overlay = diffOverlay(await versionFiles(tx, state.organizationId, baseVersionId), entries);
+      const overlayHash = await saveOverlay(tx, overlay);
       const updated = await tx
         .updateTable('states')
-        .set({ overlayHash, treeHash: treeHashOf(entries), ...totals(entries), status: 'ready' })
+        .set({ baseVersionId, overlayHash, treeHash: treeHashOf(entries), ...totals(entries), status: 'ready' })
         .where('organizationId', '=', state.organizationId)
         .where('id', '=', state.id)
         .where('status', '=', 'materializing')
         .executeTakeFirst();
-      if (updated.numUpdatedRows > 0n) await moveHead(ctx, tx, profile, state);
+      if (updated.numUpdatedRows > 0n) await moveHead(ctx, tx, profile, { id: state.id, baseVersionId });
     });
   } catch (err) {
     const reason = err instanceof ArchiveError || err instanceof AppError ? err.message : `internal error: ${(err as Error).message}`;
