@@ -37,17 +37,68 @@ interface InboundMessage {
 
 const text = (v: unknown) => (typeof v === 'string' && v.trim() !== '' ? v : null);
 
+/** CONTRACT §9: a profile identifier is 1–256 characters; a group_id is held to the same. */
+const MAX_IDENTIFIER = 256;
+/** CONTRACT §9: a sessionId is 1–128 characters. */
+const MAX_SESSION_ID = 128;
+/** Control, format (zero-width, bidi), surrogate and unassigned characters: never part of an identity. */
+const INVISIBLE = /\p{C}/u;
+const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+
+/**
+ * The sender as one canonical identifier, or null when it is neither a phone number nor an
+ * Apple ID email. Sendblue sends E.164 (`+15125550100`); other spellings of the same number
+ * (spaces, dashes, dots, parentheses, no `+`) must reach the same profile, session and usage
+ * counter, or a sender could dodge a limit by re-spelling it. A number without `+` is taken
+ * as North American (Sendblue's lines are US numbers): 10 digits get `+1`, 11 digits starting
+ * with 1 get `+`; any other bare number is ambiguous and refused. Emails are lowercased
+ * (Apple IDs ignore case). The result is also what Sendblue's `number` field expects.
+ */
+export function imessageSender(raw: unknown): string | null {
+  if (typeof raw !== 'string') return null;
+  const s = raw.trim();
+  if (s === '' || s.length > MAX_IDENTIFIER || INVISIBLE.test(s)) return null;
+  const phone = s.replace(/[\s().-]/g, '');
+  if (/^\+[1-9]\d{6,14}$/.test(phone)) return phone;
+  if (/^1[2-9]\d{9}$/.test(phone)) return `+${phone}`;
+  if (/^[2-9]\d{9}$/.test(phone)) return `+1${phone}`;
+  if (EMAIL.test(s)) return s.toLowerCase();
+  return null;
+}
+
+/** A group_id as given (Sendblue's are UUIDs), or null when it breaks the identifier rules. */
+function groupIdOf(raw: string): string | null {
+  return raw.length <= MAX_IDENTIFIER && !INVISIBLE.test(raw) ? raw : null;
+}
+
+/**
+ * The session of a sender (one per channel and number) or of a group chat. The readable forms
+ * are the ones existing deployments already have: `imsg-<channel>-<sender>` and
+ * `imsg-<channel>-group-<group_id>`. Anything else (a group id beyond `[A-Za-z0-9_-]`, or an id
+ * over 128 characters) is `imsg-<channel>-~<sender|group>-<sha256 hex>`. No two forms can meet:
+ * after the channel, a sender starts with `+` or holds an `@` (imessageSender), the readable
+ * group form starts with `group-` and the hashed one with `~`, and neither holds `+` or `@`.
+ */
+export function imessageSessionId(channelId: string, from: { sender: string } | { groupId: string }): string {
+  const readable = 'sender' in from ? `imsg-${channelId}-${from.sender}` : /^[A-Za-z0-9_-]+$/.test(from.groupId) ? `imsg-${channelId}-group-${from.groupId}` : null;
+  if (readable && readable.length <= MAX_SESSION_ID) return readable;
+  const [kind, value] = 'sender' in from ? ['sender', from.sender] : ['group', from.groupId];
+  return `imsg-${channelId}-~${kind}-${createHash('sha256').update(value).digest('hex')}`;
+}
+
 /** The fields of Sendblue's receive webhook we use; null for a payload nothing can be done with. */
 function parseInbound(body: unknown): InboundMessage | null {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) return null;
   const b = body as Record<string, unknown>;
   const messageHandle = text(b.message_handle);
-  const fromNumber = text(b.from_number);
+  const fromNumber = imessageSender(b.from_number);
+  const rawGroupId = text(b.group_id);
+  const groupId = rawGroupId === null ? null : groupIdOf(rawGroupId);
   const media = Array.isArray(b.media_url) ? b.media_url : [b.media_url];
   const mediaUrls = media.map(text).filter((u): u is string => u !== null);
   const content = text(b.content);
-  if (!messageHandle || !fromNumber || (content === null && mediaUrls.length === 0)) return null;
-  return { messageHandle, fromNumber, groupId: text(b.group_id), content, mediaUrls };
+  if (!messageHandle || !fromNumber || (rawGroupId !== null && groupId === null) || (content === null && mediaUrls.length === 0)) return null;
+  return { messageHandle, fromNumber, groupId, content, mediaUrls };
 }
 
 function sameSecret(given: string | undefined, expected: string): boolean {
@@ -75,7 +126,7 @@ export async function acceptInbound(ctx: Ctx, token: string, signingSecret: stri
   }
   const m = parseInbound(body);
   // Our own sent messages echoed back (a flag some relays pass on as a string), and payloads
-  // without a sender or anything to say.
+  // without a usable sender (see imessageSender) or anything to say: 2xx so Sendblue does not retry.
   const outbound = (body as { is_outbound?: unknown }).is_outbound;
   if (!m || outbound === true || outbound === 'true') return { status: 'ignored' };
   const status = await ctx.db.transaction().execute(async (tx) => {
@@ -154,9 +205,21 @@ export async function processInbound(ctx: Ctx, key: Key): Promise<void> {
   const app = channel && (await ctx.db.selectFrom('apps').select(['id', 'type']).where('id', '=', channel.appId).executeTakeFirst());
   const data = channel && channelData(ctx, channel);
   if (!channel || !app || !data) return;
+  // Stored normalized since the sender was validated; a row from before that is normalized here.
+  const sender = imessageSender(m.fromNumber);
+  if (!sender) {
+    await ctx.db
+      .updateTable('sendblueMessages')
+      .set({ status: 'failed', error: 'The sender is neither a phone number nor an email address.' })
+      .where('channelId', '=', key.channelId)
+      .where('messageHandle', '=', key.messageHandle)
+      .where('status', '=', 'received')
+      .execute();
+    return;
+  }
   // Group chats of openclaw apps share one group session; otherwise one per (channel, number).
-  const shared = m.groupId !== null && app.type === 'openclaw';
-  const sessionId = shared ? `imsg-${channel.id}-group-${m.groupId}` : `imsg-${channel.id}-${m.fromNumber}`;
+  const shared = app.type === 'openclaw' ? m.groupId : null;
+  const sessionId = imessageSessionId(channel.id, shared ? { groupId: shared } : { sender });
   if (shared) {
     const now = ctx.now();
     await ctx.db
@@ -167,7 +230,7 @@ export async function processInbound(ctx: Ctx, key: Key): Promise<void> {
   }
   // Best effort, as Sendblue delivers it; Sendblue has no typing indicator for groups.
   if (m.groupId === null) {
-    const typing = await sendblue(ctx.config, data, '/api/send-typing-indicator', { number: m.fromNumber, from_number: data.fromNumber });
+    const typing = await sendblue(ctx.config, data, '/api/send-typing-indicator', { number: sender, from_number: data.fromNumber });
     if (!typing.ok) console.warn('[sendblue] typing indicator:', typing.error);
   }
   const images = m.mediaUrls ? (JSON.parse(m.mediaUrls) as string[]).map((url) => ({ url })) : [];
@@ -175,7 +238,7 @@ export async function processInbound(ctx: Ctx, key: Key): Promise<void> {
     await startRun(markingRuns(ctx, key), channel.organizationId, {
       appId: app.id,
       channelId: channel.id,
-      userId: m.fromNumber,
+      userId: sender,
       sessionId,
       ...(m.content !== null ? { input: m.content } : {}),
       ...(images.length > 0 ? { images } : {}),
@@ -216,11 +279,12 @@ export async function processReply(ctx: Ctx, job: Key & AttemptData): Promise<vo
   const data = channel ? channelData(ctx, channel) : null;
   if (!data) return;
   const parts = splitContent(m.replyText ?? '');
+  const number = imessageSender(m.fromNumber) ?? m.fromNumber; // the E.164 (or email) Sendblue expects
   let failure: SendblueResult | undefined;
   for (let sent = m.replyPartsSent; sent < parts.length; sent++) {
     const res = m.groupId
       ? await sendblue(ctx.config, data, '/api/send-group-message', { group_id: m.groupId, from_number: data.fromNumber, content: parts[sent] })
-      : await sendblue(ctx.config, data, '/api/send-message', { number: m.fromNumber, from_number: data.fromNumber, content: parts[sent] });
+      : await sendblue(ctx.config, data, '/api/send-message', { number, from_number: data.fromNumber, content: parts[sent] });
     if (!res.ok) {
       failure = res;
       break;

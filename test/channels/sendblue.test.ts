@@ -141,6 +141,70 @@ describe('the inbound URL', () => {
   });
 });
 
+describe('the sender', () => {
+  it('one number, however it is spelled, is one profile, one session and one usage counter; an Apple ID email is lowercased', async () => {
+    const im = await imessageApp();
+    const number = '+15125550177';
+    for (const spelling of [`${number}\n`, '+1 (512) 555-0177', '15125550177', '512.555.0177']) {
+      expect((await post(im.inbound, message(spelling, { content: 'SB-SPELLING hi' }))).body.data).toEqual({ status: 'queued' });
+    }
+    for (const spelling of ['Grace@Example.COM', ' grace@example.com ']) await post(im.inbound, message(spelling, { content: 'SB-SPELLING hi' }));
+    await eventually(async () => {
+      const rows = await rowsOf(im.channelId);
+      return rows.length === 6 && rows.every((r) => r.status === 'replied');
+    }, 'six replies');
+    const profiles = (await api.call('GET', `/v1/profile/list?appId=${im.appId}`)).body.data.items;
+    expect(profiles.map((p: { identifier: string }) => p.identifier).sort()).toEqual([number, 'grace@example.com']);
+    expect(profiles.find((p: { identifier: string }) => p.identifier === number)).toMatchObject({ usage: { used: 4 } });
+    // The existing session id of an E.164 number, so conversations from before carry on.
+    expect((await api.call('GET', `/v1/session/${encodeURIComponent(`imsg-${im.channelId}-${number}`)}`)).body.data).toMatchObject({ turns: 4 });
+    // Replies (and typing indicators) go to the number as Sendblue spells it.
+    expect(repliesTo(number)).toHaveLength(4);
+    expect(sb.sent('/api/send-typing-indicator', number)).toHaveLength(4);
+    expect(repliesTo('grace@example.com')).toHaveLength(2);
+  });
+
+  it('an over-long, garbled or non-phone, non-email from_number (or group_id) is ignored with a 200 and stores nothing', async () => {
+    const im = await imessageApp();
+    const bad = ['+1' + '5'.repeat(298), `${'a'.repeat(300)}@example.com`, '+1512555\u00000100', 'group-abc', 'alice', '+12', '12345', 'a@b@example.com', 'x\u202e@example.com'];
+    for (const from of bad) {
+      const res = await post(im.inbound, message(from, { content: 'SB-GARBAGE hi' }));
+      expect(res.status, from).toBe(200);
+      expect(res.body.data, from).toEqual({ status: 'ignored' });
+    }
+    for (const groupId of ['g'.repeat(257), 'group\u0000one']) {
+      expect((await post(im.inbound, message('+15125550178', { content: 'SB-GARBAGE hi', group_id: groupId }))).body.data).toEqual({ status: 'ignored' });
+    }
+    expect(await rowsOf(im.channelId)).toEqual([]);
+    expect((await api.call('GET', `/v1/profile/list?appId=${im.appId}`)).body.data.total).toBe(0);
+  });
+
+  it("a sender never lands in a group's session, and long identifiers get a session id within 128 characters", async () => {
+    const im = await imessageApp({ type: 'openclaw' });
+    await post(im.inbound, message('+15125550179', { content: 'hello group', group_id: 'abc' }));
+    const groupSession = `imsg-${im.channelId}-group-abc`;
+    await eventually(async () => (await rowsOf(im.channelId))[0]?.instanceId, 'the group run');
+    // The group-looking sender is refused; an email that reads like the group's id gets its own session.
+    expect((await post(im.inbound, message('group-abc', { content: 'let me in' }))).body.data).toEqual({ status: 'ignored' });
+    const long = `${'l'.repeat(200)}@example.com`;
+    for (const from of ['group-abc@x.com', long]) await post(im.inbound, message(from, { content: 'let me in' }));
+    await post(im.inbound, message('+15125550179', { content: 'a long group', group_id: `${'G'.repeat(120)}-1` }));
+    const rows = await eventually(async () => {
+      const r = await rowsOf(im.channelId);
+      return r.length === 4 && r.every((m) => m.instanceId) && r;
+    }, 'four runs');
+    const sessions = await Promise.all(rows.map(async (r) => (await api.instance(r.instanceId!)).sessionId as string));
+    expect(sessions.filter((s) => s === groupSession)).toHaveLength(1);
+    expect(new Set(sessions).size).toBe(4);
+    expect(sessions.every((s) => s.length <= 128)).toBe(true);
+    const byFrom = Object.fromEntries(rows.map((r, i) => [r.groupId ?? r.fromNumber, sessions[i]]));
+    expect(byFrom['group-abc@x.com']).toBe(`imsg-${im.channelId}-group-abc@x.com`);
+    expect(byFrom[long]).toMatch(new RegExp(`^imsg-${im.channelId}-~sender-[0-9a-f]{64}$`));
+    expect(byFrom[`${'G'.repeat(120)}-1`]).toMatch(new RegExp(`^imsg-${im.channelId}-~group-[0-9a-f]{64}$`));
+    expect((await api.call('GET', `/v1/profile/${encodeURIComponent(long)}?appId=${im.appId}`)).body.data).toMatchObject({ identifier: long });
+  });
+});
+
 describe('a conversation', () => {
   it('answers at once, shows a typing indicator, runs the app for the sender, and replies from the channel number; one session per number; media become images', async () => {
     const im = await imessageApp();
