@@ -301,6 +301,55 @@ const conflictCases: ConflictCase[] = [
     base: '{"__proto__":{"x":1},"a":1}', current: '{"__proto__":{"x":2},"a":1}', incoming: '{"__proto__":{"x":1},"a":2}',
     kind: 'content', smart: { result: '{"__proto__":{"x":2},"a":2}', conflicted: false },
   },
+  // JSON.parse would silently change what these sides say, so they get the text merge.
+  {
+    name: 'json: an integer beyond 2^53 → text merge (on one line: conflict, current kept)',
+    path: 'a.json',
+    base: '{"id": 12345678901234567890, "a": 1, "b": 1}',
+    current: '{"id": 12345678901234567890, "a": 2, "b": 1}',
+    incoming: '{"id": 12345678901234567890, "a": 1, "b": 2}',
+    kind: 'content', smart: { result: '{"id": 12345678901234567890, "a": 2, "b": 1}', conflicted: true },
+  },
+  {
+    name: 'json: an integer beyond 2^53 → text merge keeps it exactly',
+    path: 'a.json',
+    base: '{\n  "id": 12345678901234567890,\n  "a": 1,\n  "m": 0,\n  "b": 1\n}\n',
+    current: '{\n  "id": 12345678901234567890,\n  "a": 2,\n  "m": 0,\n  "b": 1\n}\n',
+    incoming: '{\n  "id": 12345678901234567890,\n  "a": 1,\n  "m": 0,\n  "b": 2\n}\n',
+    kind: 'content', smart: { result: '{\n  "id": 12345678901234567890,\n  "a": 2,\n  "m": 0,\n  "b": 2\n}\n', conflicted: false },
+  },
+  {
+    name: 'json: 1e400 (overflows a double) on incoming only → text merge keeps it',
+    path: 'a.json',
+    base: '{\n  "a": 1,\n  "m": 0,\n  "b": 1\n}\n',
+    current: '{\n  "a": 2,\n  "m": 0,\n  "b": 1\n}\n',
+    incoming: '{\n  "a": 1,\n  "m": 0,\n  "b": 1e400\n}\n',
+    kind: 'content', smart: { result: '{\n  "a": 2,\n  "m": 0,\n  "b": 1e400\n}\n', conflicted: false },
+  },
+  {
+    name: 'json: more digits than a double keeps → text merge keeps them',
+    path: 'a.json',
+    base: '{\n  "f": 0.300000000000000044,\n  "a": 1,\n  "m": 0,\n  "b": 1\n}\n',
+    current: '{\n  "f": 0.300000000000000044,\n  "a": 2,\n  "m": 0,\n  "b": 1\n}\n',
+    incoming: '{\n  "f": 0.300000000000000044,\n  "a": 1,\n  "m": 0,\n  "b": 2\n}\n',
+    kind: 'content', smart: { result: '{\n  "f": 0.300000000000000044,\n  "a": 2,\n  "m": 0,\n  "b": 2\n}\n', conflicted: false },
+  },
+  {
+    name: 'json: duplicate keys in current → text merge keeps both',
+    path: 'a.json',
+    base: '{\n  "k": 1,\n  "a": 1,\n  "m": 0,\n  "b": 1\n}\n',
+    current: '{\n  "k": 1,\n  "k": 2,\n  "a": 2,\n  "m": 0,\n  "b": 1\n}\n',
+    incoming: '{\n  "k": 1,\n  "a": 1,\n  "m": 0,\n  "b": 2\n}\n',
+    kind: 'content', smart: { result: '{\n  "k": 1,\n  "k": 2,\n  "a": 2,\n  "m": 0,\n  "b": 2\n}\n', conflicted: false },
+  },
+  {
+    name: 'json: numbers a double holds exactly still get the key-level merge (1.0 written as 1)',
+    path: 'a.json',
+    base: '{"max":9007199254740991,"f":0.1,"e":-2.5e-3,"one":1.0,"a":1,"b":1}',
+    current: '{"max":9007199254740991,"f":0.1,"e":-2.5e-3,"one":1.0,"a":2,"b":1}',
+    incoming: '{"max":9007199254740991,"f":0.1,"e":-2.5e-3,"one":1.0,"a":1,"b":2}',
+    kind: 'content', smart: { result: '{"max":9007199254740991,"f":0.1,"e":-0.0025,"one":1,"a":2,"b":2}', conflicted: false },
+  },
 
   // --- add/add ---
   {
@@ -556,6 +605,14 @@ describe('mergeJson', () => {
     expect(mergeJson('{', '{}', '{}')).toEqual({ ok: false });
     expect(mergeJson('{}', '{} x', '{}')).toEqual({ ok: false });
     expect(mergeJson(null, '{}', '')).toEqual({ ok: false });
+  });
+
+  it('ok:false when a side holds a number or a duplicate key that JSON.parse would lose', () => {
+    for (const lossy of ['{"id":12345678901234567890}', '[1e400]', '[1e-400]', '{"a":1,"a":2}', '{"x":{"a":1,"\\u0061":2}}']) {
+      expect(mergeJson('{}', lossy, '{}'), lossy).toEqual({ ok: false });
+      expect(mergeJson(lossy, '{}', '{}'), lossy).toEqual({ ok: false });
+      expect(mergeJson('{}', '{}', lossy), lossy).toEqual({ ok: false });
+    }
   });
 
   it('null base merges against nothing', () => {

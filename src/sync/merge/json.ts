@@ -4,6 +4,7 @@
 // usually an ordered list whose items have no stable identity, so merging items
 // would be guesswork). Every conflicting location is reported as an RFC 6901 pointer
 // and keeps current's value (or current's absence).
+import { parse as parseLossless, toSafeNumberOrThrow } from 'lossless-json';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };
@@ -92,9 +93,18 @@ function detectFormat(text: string, value: Json): Format {
   return { indent, eol, finalNewline };
 }
 
+/**
+ * JSON.parse, refusing what it would silently change: a number a double does not hold
+ * exactly (12345678901234567890, 1e400, 0.300000000000000044) or a duplicate key (only
+ * the last would survive). Re-serializing would rewrite such a value nobody edited.
+ */
 function parse(text: string): { ok: true; value: Json } | { ok: false } {
   try {
-    return { ok: true, value: JSON.parse(text) as Json };
+    const value = JSON.parse(text) as Json;
+    // Throws on an unsafe number, or on a duplicate key with a different value (an equal
+    // one collapses harmlessly); also a RangeError when too deep to parse recursively.
+    parseLossless(text, null, { parseNumber: toSafeNumberOrThrow });
+    return { ok: true, value };
   } catch {
     return { ok: false };
   }
@@ -102,8 +112,9 @@ function parse(text: string): { ok: true; value: Json } | { ok: false } {
 
 /**
  * Three-way JSON merge. `base` null = the path is new on both sides (add/add).
- * ok:false when any given side is not valid JSON, or is nested too deeply to
- * merge without overflowing the stack (caller falls back to text).
+ * ok:false when any given side is not valid JSON, holds a number or duplicate key
+ * JSON.parse would change (see parse), or is nested too deeply to merge without
+ * overflowing the stack (caller falls back to text).
  * The result uses current's formatting; when the merged value equals current,
  * current's exact text is returned so an unchanged file stays byte-identical.
  */
