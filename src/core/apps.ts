@@ -8,6 +8,7 @@ import { isUniqueViolation } from '../storage/pg-errors.js';
 import type { App } from '../storage/schema.js';
 import { paginate, type PageParams } from './pagination.js';
 import { purgeAppFiles } from './gc.js';
+import { assertPublicUrl } from './url-guard.js';
 
 export type AppType = 'claude' | 'openclaw';
 export type LimitInterval = 'daily' | 'monthly' | 'yearly';
@@ -86,7 +87,24 @@ async function findActiveBySlug(db: Db, organizationId: string, slug: string): P
     .executeTakeFirst();
 }
 
+/**
+ * Every run connects to each credential's MCP server with its token, so the server must pass
+ * the private-address guard, as webhooks do (the runtime checks again before each turn).
+ */
+async function assertPublicMcpServers(ctx: Pick<Ctx, 'config'>, credentials: Credential[]): Promise<void> {
+  for (const [i, credential] of credentials.entries()) {
+    try {
+      await assertPublicUrl(ctx.config, credential.mcp_server_url);
+    } catch (err) {
+      if (!(err instanceof BadRequestError)) throw err;
+      const field = `body.credentials.${i}.mcp_server_url`;
+      throw new BadRequestError(`${field}: ${err.message} Give the MCP server's public URL.`, [{ field, message: err.message }]);
+    }
+  }
+}
+
 export async function createApp(ctx: Ctx, organizationId: string, input: CreateAppInput): Promise<App> {
+  await assertPublicMcpServers(ctx, input.credentials ?? []);
   const existing = await findActiveBySlug(ctx.db, organizationId, input.slug);
   if (existing) {
     if (input.returnIfExist) return existing;

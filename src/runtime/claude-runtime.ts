@@ -4,6 +4,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { sql } from 'kysely';
 import type { Credential } from '../core/apps.js';
 import type { Ctx } from '../core/context.js';
+import { assertPublicUrl } from '../core/url-guard.js';
 import type { Db, Tx } from '../storage/db.js';
 import type { App } from '../storage/schema.js';
 import { exportTranscript, importTranscript, projectDirName, runClaudeTurn, type McpCredential } from './claude.js';
@@ -19,6 +20,8 @@ export async function runClaude(req: TurnRequest): Promise<TurnOutcome> {
   const { ctx, instance, app } = req;
   const apiKey = ctx.config.anthropicApiKey;
   if (!apiKey) throw new TurnError('ANTHROPIC_API_KEY is not set on the server that ran this turn; claude apps cannot run without it.', 'not_configured');
+  const mcpServers = mcpServersOf(ctx, app);
+  await assertPublicMcpServers(ctx, mcpServers);
   const configDir = path.join(ctx.config.dataDir, 'claude', instance.profileId!);
   await fs.mkdir(configDir, { recursive: true, mode: 0o700 });
   const saved = instance.sessionId ? await loadTranscript(ctx.db, instance.organizationId, instance.sessionId) : null;
@@ -30,7 +33,7 @@ export async function runClaude(req: TurnRequest): Promise<TurnOutcome> {
       prompt: instance.input ?? '',
       images: req.images,
       resumeSessionId: saved?.sdkSessionId,
-      mcpServers: mcpServersOf(ctx, app),
+      mcpServers,
       anthropicBaseUrl: ctx.config.anthropicBaseUrl,
       anthropicApiKey: apiKey,
       model: ctx.config.claudeModel,
@@ -54,6 +57,25 @@ export async function runClaude(req: TurnRequest): Promise<TurnOutcome> {
   }
 }
 
+/**
+ * The private-address guard again, just before Claude Code connects with the tokens: the URLs
+ * were checked when the app was created, but a name may resolve elsewhere now. A refused
+ * server fails the turn. (Claude Code resolves the name itself a moment later; a DNS answer
+ * that changes in between is not caught here.)
+ */
+async function assertPublicMcpServers(ctx: Pick<Ctx, 'config'>, servers: McpCredential[]): Promise<void> {
+  for (const server of servers) {
+    try {
+      await assertPublicUrl(ctx.config, server.url);
+    } catch (err) {
+      throw new TurnError(
+        `The app's MCP server may not be reached: ${(err as Error).message} Point the app's credential at a public URL.`,
+        'mcp_server_refused',
+      );
+    }
+  }
+}
+
 /** Each `{mcp_server_url, token}` credential as a named HTTP MCP server (names from the host). */
 export function mcpServersOf(ctx: Pick<Ctx, 'secrets'>, app: App): McpCredential[] {
   const credentials = app.credentials ? ctx.secrets.decryptJson<Credential[]>(app.credentials) : [];
@@ -63,7 +85,7 @@ export function mcpServersOf(ctx: Pick<Ctx, 'secrets'>, app: App): McpCredential
     try {
       base = new URL(c.mcp_server_url).hostname.replace(/[^A-Za-z0-9]+/g, '_').replace(/^_+|_+$/g, '') || 'mcp';
     } catch {
-      // A URL the app accepted but that does not parse: the server fails to connect, the turn goes on.
+      // A URL that does not parse: the guard refuses it before the turn starts.
     }
     let name = base;
     for (let i = 2; taken.has(name); i++) name = `${base}_${i}`;

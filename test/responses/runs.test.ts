@@ -493,6 +493,35 @@ describe('inputs', () => {
     }
   });
 
+  it('keeps MCP servers on private addresses away from the credential: refused at app/create, and the turn fails before connecting', async () => {
+    t.config.allowPrivateUrls = false;
+    try {
+      const apps = (await api.call('GET', '/v1/app/list')).body.data.total;
+      for (const url of ['http://169.254.169.254/latest/meta-data/', mcp.url, 'http://127.1/mcp', 'http://localhost:9/mcp']) {
+        const credentials = [
+          { type: 'static_bearer', mcp_server_url: 'http://93.184.215.14/mcp', token: MCP_TOKEN },
+          { type: 'static_bearer', mcp_server_url: url, token: MCP_TOKEN },
+        ];
+        const res = await api.call('POST', '/v1/app/create', { slug: 'private-mcp', type: 'claude', credentials });
+        expect(res.status, url).toBe(400);
+        expect(res.body).toMatchObject({ success: false, error: expect.stringContaining('body.credentials.1.mcp_server_url') });
+        expect(res.body.details).toEqual([{ field: 'body.credentials.1.mcp_server_url', message: expect.stringContaining('not allowed') }]);
+      }
+      expect((await api.call('GET', '/v1/app/list')).body.data.total).toBe(apps);
+
+      // The app below was created while private URLs were allowed: its turn now fails, and
+      // Claude Code never connects to the MCP server with the token.
+      mcp.requests.length = 0;
+      const run = (await api.run({ appId, channelId, userId: 'mallory', input: 'USE-THE-MCP-SERVER' })).body.data;
+      const events = await api.events(run.instanceId);
+      expect(events.find((e) => e.type === 'error')!.data).toEqual({ message: expect.stringContaining('not allowed'), code: 'mcp_server_refused' });
+      expect(events.at(-1)!.data).toMatchObject({ status: 'failed', error: expect.stringContaining("app's MCP server") });
+      expect(mcp.requests).toHaveLength(0);
+    } finally {
+      t.config.allowPrivateUrls = true;
+    }
+  });
+
   it('validates the run request; refusals create and charge nothing', async () => {
     const before = (await api.call('GET', `/v1/instance/list?appId=${appId}`)).body.data.total;
     const bad = async (body: Record<string, unknown>, status = 400) => {
