@@ -22,15 +22,18 @@ const PRINCIPAL_TTL_MS = 30_000;
 const PRINCIPAL_CACHE_MAX = 10_000;
 const principals = new WeakMap<Db, Map<string, { principal: Principal; expires: number }>>();
 
-/** Resolves an `Authorization: Bearer dk-...` header to its owner, or throws 401. */
-export async function authenticate(db: Db, header: string | undefined): Promise<Principal> {
+/**
+ * Resolves an `Authorization: Bearer dk-...` header to its owner and the stored hash of the
+ * key (the same key however the header spells "Bearer" or spaces it), or throws 401.
+ */
+export async function authenticate(db: Db, header: string | undefined): Promise<{ principal: Principal; keyHash: string }> {
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
   if (!match || !KEY_PATTERN.test(match[1])) throw new UnauthorizedError();
   const keyHash = hashKey(match[1]);
   let cache = principals.get(db);
   if (!cache) principals.set(db, (cache = new Map()));
   const hit = cache.get(keyHash);
-  if (hit && hit.expires > Date.now()) return hit.principal;
+  if (hit && hit.expires > Date.now()) return { principal: hit.principal, keyHash };
   const row = await db.selectFrom('apiKeys').select(['kind', 'userId', 'organizationId']).where('keyHash', '=', keyHash).executeTakeFirst();
   let principal: Principal;
   if (row?.kind === 'user' && row.userId) principal = { kind: 'user', userId: row.userId };
@@ -39,7 +42,7 @@ export async function authenticate(db: Db, header: string | undefined): Promise<
   cache.delete(keyHash);
   if (cache.size >= PRINCIPAL_CACHE_MAX) cache.delete(cache.keys().next().value!);
   cache.set(keyHash, { principal, expires: Date.now() + PRINCIPAL_TTL_MS });
-  return principal;
+  return { principal, keyHash };
 }
 
 export function requireUser(p: Principal): string {

@@ -13,6 +13,8 @@ import { checkHealth } from './health.js';
 declare module 'fastify' {
   interface FastifyRequest {
     principal?: Principal;
+    /** The stored hash of the calling API key (what Idempotency-Key is scoped to). */
+    apiKeyHash?: string;
   }
 }
 
@@ -79,10 +81,11 @@ export async function buildServer(ctx: Ctx, opts: BuildOptions = {}): Promise<Fa
   app.addHook('onRequest', async (request: FastifyRequest, _reply: FastifyReply) => {
     const url = request.routeOptions.url;
     if (!url || !url.startsWith('/v1/') || request.routeOptions.config?.public) return;
-    const principal = await authenticate(ctx.db, request.headers.authorization);
+    const { principal, keyHash } = await authenticate(ctx.db, request.headers.authorization);
     if (url.startsWith('/v1/organization/')) requireUser(principal);
     else requireOrganization(principal);
     request.principal = principal;
+    request.apiKeyHash = keyHash;
   });
 
   // Endpoints that document no body fields (DELETEs, `state/download/{id}`) take no body or `{}`:

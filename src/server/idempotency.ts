@@ -2,7 +2,6 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sql } from 'kysely';
 import type { Ctx } from '../core/context.js';
 import { BadRequestError, ConflictError } from '../core/errors.js';
-import { hashKey } from '../core/keys.js';
 import { sha256Hex } from '../core/secrets.js';
 
 const KEY_RULE = /^[\x21-\x7e]{1,255}$/;
@@ -22,21 +21,27 @@ declare module 'fastify' {
 }
 
 /**
- * `Idempotency-Key` on any POST: the first reply (2xx-4xx) is kept 24 h and replayed for the
- * same key, method, path and body; another body is 409 idempotency_key_reused; a repeat
- * while the first is in flight is 409 idempotency_in_progress.
+ * `Idempotency-Key` on any POST with an API key: the first reply (2xx-4xx) is kept 24 h and
+ * replayed for the same API key, method, path and body; another body is 409
+ * idempotency_key_reused; a repeat while the first is in flight is 409 idempotency_in_progress.
+ *
+ * The scope is what the request means, not how it is spelled: the authenticated key's stored
+ * hash (not the Authorization header's text, so `bearer K` and `Bearer  K` are `Bearer K`)
+ * and the matched route with its decoded parameters (so `/v1/response/%72un` is
+ * `/v1/response/run`). Rows kept before this scope was introduced hashed the header and held
+ * the raw path: they match nothing now and expire within 24 h, so nothing migrates them.
+ * Routes without an API key (inbound webhooks) have no caller to scope to and ignore the header.
  */
 export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
   app.addHook('preHandler', async (request: FastifyRequest, reply: FastifyReply) => {
     const header = request.headers['idempotency-key'];
-    if (request.method !== 'POST' || header === undefined) return;
+    if (request.method !== 'POST' || header === undefined || request.apiKeyHash === undefined) return;
     const key = Array.isArray(header) ? header[0] : header;
     if (!KEY_RULE.test(key)) throw new BadRequestError('Idempotency-Key must be 1-255 printable ASCII characters.');
-    const auth = request.headers.authorization ?? '';
     const claim: Claim = {
-      keyHash: hashKey(auth),
+      keyHash: request.apiKeyHash,
       method: request.method,
-      path: request.url.split('?')[0],
+      path: routePath(request),
       idempotencyKey: key,
     };
     const bodyHash = sha256Hex(canonicalJson(request.body ?? null));
@@ -106,6 +111,12 @@ export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
     await where.set({ statusCode: reply.statusCode, response: JSON.stringify({ sealed: ctx.secrets.encrypt(payload) }) }).execute();
     return payload;
   });
+}
+
+/** The matched route with its decoded parameters filled in, each encoded one way. */
+function routePath(request: FastifyRequest): string {
+  const params = (request.params ?? {}) as Record<string, unknown>;
+  return request.routeOptions.url!.replace(/:(\w+)/g, (_m, name: string) => encodeURIComponent(String(params[name])));
 }
 
 /**

@@ -267,7 +267,7 @@ describe('Idempotency-Key', () => {
     const body = { slug: 'in-flight', type: 'claude' };
     await t.ctx.db
       .insertInto('idempotencyKeys')
-      .values({ keyHash: hashKey(`Bearer ${key}`), method: 'POST', path: '/v1/app/create', idempotencyKey: 'in-flight-1', bodyHash: sha256Hex(canonicalJson(body)) })
+      .values({ keyHash: hashKey(key), method: 'POST', path: '/v1/app/create', idempotencyKey: 'in-flight-1', bodyHash: sha256Hex(canonicalJson(body)) })
       .execute();
     const repeat = await t.call('POST', '/v1/app/create', { key, body, headers: { 'idempotency-key': 'in-flight-1' } });
     expect(repeat.status).toBe(409);

@@ -580,6 +580,31 @@ describe('inputs', () => {
     expect((await api.call('GET', `/v1/profile/${first.body.data.profileId}`)).body.data.usage.used).toBe(1);
   });
 
+  it('Idempotency-Key is scoped to the key and the route, not to how the request spells them', async () => {
+    const script = fake.script(onTurn('SPELLED-ANY-WAY', { blocks: [{ type: 'text', text: 'Once.' }], times: Infinity }));
+    const body = JSON.stringify({ appId, channelId, userId: 'lou', input: 'SPELLED-ANY-WAY' });
+    const send = async (path: string, authorization: string) => {
+      const res = await fetch(`${t.url}${path}`, { method: 'POST', headers: { authorization, 'content-type': 'application/json', 'idempotency-key': 'run-lou-1' }, body });
+      return { status: res.status, replayed: res.headers.get('idempotent-replayed'), body: (await res.json()) as { data: { instanceId: string } } };
+    };
+    const first = await send('/v1/response/run', `Bearer ${key}`);
+    expect(first.status).toBe(200);
+    for (const [path, authorization] of [
+      ['/v1/response/run', `bearer ${key}`],
+      ['/v1/response/run', `Bearer  ${key}`],
+      ['/v1/response/%72un', `Bearer ${key}`],
+      ['/v1/%72esponse/run', `BEARER\t${key}`],
+    ]) {
+      const again = await send(path, authorization);
+      expect(again, `${path} ${JSON.stringify(authorization)}`).toEqual({ status: 200, replayed: 'true', body: first.body });
+    }
+    await api.events(first.body.data.instanceId);
+    await script.request;
+    const instances = (await api.call('GET', `/v1/instance/list?appId=${appId}&pageSize=100`)).body.data.items.filter((i: any) => i.userId === 'lou');
+    expect(instances).toHaveLength(1);
+    expect(fake.requests.filter((r) => allText(r.body).includes('SPELLED-ANY-WAY'))).toHaveLength(1);
+  });
+
   it('poll and stop check their input and never show another organization\'s instance', async () => {
     fake.script(onTurn('TINY-TURN', { blocks: [{ type: 'text', text: 'Tiny.' }] }));
     const run = (await api.run({ appId, channelId, userId: 'mia', input: 'TINY-TURN' })).body.data;
