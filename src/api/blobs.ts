@@ -19,6 +19,13 @@ export function blobRoutes(app: Api, ctx: Ctx): void {
     // Content-Type they come with (a JSON file sent as application/json is a file like any other).
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+    // An answer sent before the whole body was read (a refused token or size, a bad parameter,
+    // a rejected batch) closes the connection: Node would otherwise keep the socket and
+    // discard the rest of the announced body first (up to any Content-Length, 2^40 say), and a
+    // keep-alive client's next request on it would wait behind that.
+    scope.addHook('onSend', async (request, reply) => {
+      if (!request.raw.complete) reply.header('connection', 'close');
+    });
 
     scope.put(
       '/v1/blobs/upload/:upload_id/:index',
@@ -69,18 +76,15 @@ export function blobRoutes(app: Api, ctx: Ctx): void {
           response: { 200: envelope(Type.Object({ uploadId: Type.String(), stored: Type.Integer() })) },
         },
       },
-      async (request, reply) => {
+      async (request) => {
         const store = ctx.blobs;
         if (!(store instanceof LocalBlobStore)) throw new NotFoundError('upload URL');
         const { upload_id: uploadId } = request.params;
-        // Refused before the whole body was read: the rest of it must not be taken for the next request.
-        reply.header('connection', 'close');
         const check = store.checkBatchToken({ uploadId, exp: request.query.exp, sig: request.query.sig }, ctx.now());
         if (check === 'invalid') throw new ForbiddenError('This upload URL is invalid or was altered; use the URL exactly as issued.');
         if (check === 'expired') throw new ForbiddenError('This upload URL has expired (URLs last 15 minutes); request new upload URLs.');
         const body = (request.body as Readable | undefined) ?? request.raw;
         const result = await receiveBatch(ctx, store, uploadId, body);
-        reply.removeHeader('connection');
         if (result.mismatched.length > 0 || result.unknown.length > 0) {
           const names = [...result.mismatched.map((m) => `${m.name} (hash mismatch)`), ...result.unknown.map((n) => `${n} (not a declared file)`)];
           throw new BadRequestError(

@@ -210,6 +210,47 @@ describe('signed upload URLs', () => {
   });
 });
 
+describe('a refused upload PUT', () => {
+  /** Sends `req`'s headers and a few bytes of the body it announces, as a client that gives up on a refusal would. */
+  function send(agent: http.Agent, url: string, method: string, headers: Record<string, string> = {}): Promise<{ status: number; connection?: string }> {
+    return new Promise((resolve, reject) => {
+      const req = http.request(url, { method, agent, headers }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection }));
+      });
+      req.on('error', reject);
+      req.end(method === 'PUT' ? 'the first bytes of a body that never comes' : undefined);
+    });
+  }
+
+  it('closes the connection when it answers before the body, so a keep-alive client is answered next', async () => {
+    const appId = await newApp();
+    const { uploadUrls: [u], batchUrl } = (await upload(appId, { 'a.txt': 'announced as a terabyte' })).body.data;
+    const announced = { ...u.headers, 'content-length': String(2 ** 40) };
+    for (const [why, url, status] of [
+      ['too large', u.url, 413],
+      ['altered URL', u.url.replace(/sig=[^&]+/, 'sig=0'), 403],
+      ['invalid index', u.url.replace('/0?', '/x?'), 400],
+      ['altered batch URL', batchUrl.url.replace(/sig=[^&]+/, 'sig=0'), 403],
+    ] as const) {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      try {
+        expect(await send(agent, url, 'PUT', announced), why).toEqual({ status, connection: 'close' });
+        // On a socket the server kept, this request would be read as more of the discarded body.
+        const next = await Promise.race([
+          send(agent, `${t.url}/healthz`, 'GET'),
+          new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${why}: the next request on a keep-alive agent got no answer`)), 5_000)),
+        ]);
+        expect(next.status).toBe(200);
+      } finally {
+        agent.destroy();
+      }
+    }
+    // The URL itself still works.
+    expect((await put(u, 'announced as a terabyte')).status).toBe(200);
+  });
+});
+
 describe('batch upload URL', () => {
   it('takes a tar of many files, verified one by one, and completes the same version as single PUTs', async () => {
     const appId = await newApp('openclaw');
