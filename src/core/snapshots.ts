@@ -34,16 +34,18 @@ export type SnapshotSource =
 async function resolveSource(ctx: Ctx, organizationId: string, storageUrl: string): Promise<SnapshotSource> {
   const refuse = (why: string) =>
     new BadRequestError(`storageUrl is not usable: ${why}. Pass an unexpired upload or download URL issued by this server.`, { field: 'storageUrl' });
+  const invalid = 'it is not a valid, unexpired URL signed by this server';
   const download = parseDownloadUrl(ctx, storageUrl);
   if (download) {
-    if (download.organizationId !== organizationId) throw refuse('it belongs to another organization');
+    // Another organization's URL reads as an invalid one: genuine or not is not theirs to know.
+    if (download.organizationId !== organizationId) throw refuse(invalid);
     await targetFiles(ctx, download).catch(() => {
       throw refuse(`the ${download.kind} it names no longer exists`);
     });
     return { type: 'download', target: download };
   }
   const put = await ctx.blobs.parseUploadUrl(storageUrl, ctx.now());
-  if (!put) throw refuse('it is not a valid, unexpired URL signed by this server');
+  if (!put) throw refuse(invalid);
   const upload = await ctx.db.selectFrom('uploads').selectAll().where('id', '=', put.uploadId).executeTakeFirst();
   if (!upload || upload.organizationId !== organizationId || put.index >= upload.files.length) throw refuse('no such upload');
   const staged = await ctx.blobs.readStaged(put.uploadId, put.index);

@@ -327,7 +327,11 @@ describe('snapshots', () => {
     const theirApp = (await t.call('POST', '/v1/app/create', { key: other.key, body: { slug: 'snap', type: 'openclaw' } })).body.data.id;
     const theirProfile = (await t.call('POST', '/v1/profile/create', { key: other.key, body: { appId: theirApp, identifier: 'u' } })).body.data;
     expect((await snapshot(theirProfile.id, url, other.key)).status).toBe(400);
-    expect((await snapshot(theirProfile.id, theirs, other.key)).status).toBe(400);
+    // Our download URL reads to them as a forged one: nothing tells them it is genuine.
+    const ours = await snapshot(theirProfile.id, theirs, other.key);
+    const forged = await snapshot(theirProfile.id, theirs.replace(/\.[^.?]+(\?|$)/, '.AAAA$1'), other.key);
+    expect(ours.status).toBe(400);
+    expect(ours.body.error).toBe(forged.body.error);
     const realNow = t.ctx.now;
     t.ctx.now = () => new Date(Date.now() + 16 * 60 * 1000);
     try {
