@@ -128,6 +128,7 @@ export async function findConflict(db: Db, organizationId: string, id: string): 
     .where('conflicts.id', '=', id)
     .where('conflicts.organizationId', '=', organizationId)
     .where('apps.status', '=', 'active')
+    .where((eb) => eb.exists(eb.selectFrom('profiles').select('profiles.id').whereRef('profiles.id', '=', 'conflicts.profileId').where('profiles.status', '=', 'active')))
     .executeTakeFirst();
   if (!row) throw new NotFoundError('conflict', id);
   return row;
@@ -168,7 +169,12 @@ export interface ConflictFilters extends PageParams {
 /** Conflicts of one app; the optional filters combine with AND and must name that app's records. */
 export async function listConflicts(ctx: Ctx, organizationId: string, params: ConflictFilters) {
   const app = await findApp(ctx.db, organizationId, params.appId);
-  let q = ctx.db.selectFrom('conflicts').selectAll().where('appId', '=', app.id);
+  // A profile being deleted leaves the lists at once; its conflicts go with it in the job.
+  let q = ctx.db
+    .selectFrom('conflicts')
+    .selectAll()
+    .where('appId', '=', app.id)
+    .where((eb) => eb.exists(eb.selectFrom('profiles').select('profiles.id').whereRef('profiles.id', '=', 'conflicts.profileId').where('profiles.status', '=', 'active')));
   if (params.profileId !== undefined) {
     const profile = await findProfile(ctx.db, organizationId, params.profileId, { appId: app.id });
     q = q.where('profileId', '=', profile.id);

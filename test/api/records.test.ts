@@ -262,6 +262,17 @@ describe('conflicts', () => {
     fails(await get('/v1/conflict/conf-foreign'), 404);
     fails(await get('/v1/conflict/conf-a1', B.key), 404);
   });
+
+  it('leaves out the conflicts of a profile being deleted, as the profile lists do', async () => {
+    await t.ctx.db.updateTable('profiles').set({ status: 'deleting' }).where('id', '=', bob).execute();
+    try {
+      expect(ids(ok(await get(`/v1/conflict/list?appId=${app.id}`)))).toEqual(['conf-a2b', 'conf-a2', 'conf-a1']);
+      fails(await get('/v1/conflict/conf-b2'), 404, 'not_found');
+    } finally {
+      await t.ctx.db.updateTable('profiles').set({ status: 'active' }).where('id', '=', bob).execute();
+    }
+    expect(ok(await get('/v1/conflict/conf-b2'))).toMatchObject({ id: 'conf-b2' });
+  });
 });
 
 describe('history', () => {
