@@ -1,4 +1,5 @@
 import type { Ctx } from './context.js';
+import type { Signal } from './events.js';
 import { ConflictError, NotFoundError } from './errors.js';
 import { newId } from './ids.js';
 import { findApp } from './apps.js';
@@ -185,18 +186,26 @@ export async function deleteProfile(ctx: Ctx, organizationId: string, ref: strin
   const appId = appRef ? (await findApp(ctx.db, organizationId, appRef)).id : undefined;
   const profile = await findProfile(ctx.db, organizationId, ref, { appId, includeDeleting: true });
   if (profile.status === 'active') {
-    await ctx.db.transaction().execute(async (tx) => {
+    await ctx.events.transaction(async (tx, signal) => {
       const moved = await tx
         .updateTable('profiles')
         .set({ status: 'deleting', updatedAt: ctx.now() })
         .where('id', '=', profile.id)
         .where('status', '=', 'active')
         .executeTakeFirst();
-      if (moved.numUpdatedRows > 0n) await ctx.queue.send('delete-profile', { profileId: profile.id }, { tx });
+      if (moved.numUpdatedRows === 0n) return;
+      for (const hook of profileDeletingHooks) await hook(ctx, tx, signal, profile.id);
+      await ctx.queue.send('delete-profile', { profileId: profile.id }, { tx });
     });
   }
   return { id: profile.id, status: 'deleting' };
 }
+
+/**
+ * Steps other subsystems add to a profile's deletion request, in its transaction: what must
+ * end at once rather than in the job (its sessions, so the user's next run starts afresh).
+ */
+export const profileDeletingHooks: ((ctx: Ctx, tx: Tx, signal: Signal, profileId: string) => Promise<void>)[] = [];
 
 /** Steps other subsystems add to profile deletion (states, blobs, sessions, ...). */
 export const profileDeletionSteps: ((ctx: Ctx, profileId: string) => Promise<void>)[] = [];

@@ -3,8 +3,10 @@ import { BadRequestError, NotFoundError } from './errors.js';
 import { newId } from './ids.js';
 import { findApp } from './apps.js';
 import { paginate, type PageParams } from './pagination.js';
+import type { Signal } from './events.js';
+import { profileDeletingHooks } from './profiles.js';
 import { OPEN, stopOpen } from './runs.js';
-import type { Db } from '../storage/db.js';
+import type { Db, Tx } from '../storage/db.js';
 import type { Session } from '../storage/schema.js';
 
 /**
@@ -80,6 +82,18 @@ export async function listSessions(ctx: Ctx, organizationId: string, params: Pag
  * id while one is still stopping). Its ended instances and history stay, as records of what ran
  * (listed by profile or app; a new session of the id lists only its own, see listHistory).
  */
+/**
+ * A profile being deleted loses its own sessions at once, as deleteSession removes one: so
+ * the same user's next run (a new profile) starts a new conversation under the same session
+ * id instead of being refused as "another user's". Group sessions are shared: they stay.
+ */
+async function closeProfileSessions(ctx: Ctx, tx: Tx, signal: Signal, profileId: string): Promise<void> {
+  const open = await tx.selectFrom('instances').select(['id', 'status']).where('profileId', '=', profileId).where('status', 'in', OPEN).orderBy('runOrder').forUpdate().execute();
+  for (const instance of open) await stopOpen(ctx, tx, signal, instance);
+  await tx.deleteFrom('sessions').where('profileId', '=', profileId).where('type', '=', 'single').execute();
+}
+profileDeletingHooks.push(closeProfileSessions);
+
 export async function deleteSession(ctx: Ctx, organizationId: string, id: string): Promise<{ id: string; deleted: true }> {
   const session = await findSession(ctx.db, organizationId, id);
   await ctx.events.transaction(async (tx, signal) => {
