@@ -270,7 +270,7 @@ describe('a conversation', () => {
     const carol = '+15550003333';
     const long = [`${'a'.repeat(15_000)}\n\n`, `${'b'.repeat(10_000)}`];
     fake.script(onTurn('SB-LONG', { blocks: [{ type: 'text', text: long }] }));
-    sb.fail('/api/send-message', 2, 503);
+    sb.fail('/api/send-message', 2, 503, carol);
     await post(im.inbound, message(carol, { content: 'SB-LONG' }));
     await eventually(async () => (await rowsOf(im.channelId))[0]?.status === 'replied', 'replied', 40_000);
     expect(repliesTo(carol).map((r) => r.body.content)).toEqual(['a'.repeat(15_000), 'b'.repeat(10_000)]);
@@ -283,7 +283,7 @@ describe('a conversation', () => {
     fake.script(onTurn('SB-LOST', { blocks: [{ type: 'text', text: 'You will never see this.' }] }));
     const window = t.config.webhookRetryWindowMs;
     t.config.webhookRetryWindowMs = 300;
-    sb.fail('/api/send-message', 1000, 500);
+    sb.fail('/api/send-message', 1000, 500, dave);
     try {
       await post(im.inbound, message(dave, { content: 'SB-LOST' }));
       const [row] = await eventually(async () => {
@@ -379,7 +379,7 @@ describe('a restart between the inbound message and its reply', () => {
       await running!.stop();
 
       // The next process runs it; its first reply attempt fails, and it stops mid-backoff.
-      sb.fail('/api/send-message', 1, 502);
+      sb.fail('/api/send-message', 1, 502, frank);
       await boot('all');
       await eventually(async () => sb.requests.some((r) => r.body?.number === frank && r.status === 502), 'the failed attempt');
       await running!.stop();

@@ -25,7 +25,7 @@ export interface SendblueRequest {
 export class FakeSendblue {
   url = '';
   readonly requests: SendblueRequest[] = [];
-  private readonly failures = new Map<string, { remaining: number; status: number }>();
+  private readonly failures = new Map<string, { remaining: number; status: number; number?: string }>();
   private readonly server: http.Server;
 
   constructor(
@@ -50,9 +50,12 @@ export class FakeSendblue {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
-  /** The next `times` calls of `path` answer `status` (default 500). */
-  fail(path: SendbluePath, times: number, status = 500): void {
-    this.failures.set(path, { remaining: times, status });
+  /**
+   * The next `times` calls of `path` answer `status` (default 500); only calls to `number`
+   * when given, so replies of other conversations still arriving are not counted.
+   */
+  fail(path: SendbluePath, times: number, status = 500, number?: string): void {
+    this.failures.set(path, { remaining: times, status, number });
   }
 
   /** Successful calls of `path` (to `number` when given), in arrival order. */
@@ -79,7 +82,7 @@ export class FakeSendblue {
     }
     if (!String(req.headers['content-type'] ?? '').startsWith('application/json')) return answer(400, { status: 'ERROR', error_code: 4000, error_message: 'expected JSON' });
     const failure = this.failures.get(path);
-    if (failure && failure.remaining > 0) {
+    if (failure && failure.remaining > 0 && (failure.number === undefined || failure.number === body?.number)) {
       failure.remaining--;
       return answer(failure.status, { status: 'ERROR', error_code: 5000, error_message: 'Internal Error' });
     }
