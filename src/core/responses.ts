@@ -39,6 +39,9 @@ export interface RunInput {
   sessionId?: string;
 }
 
+/** Session ids `GET`/`DELETE /v1/session/{id}` cannot reach: the list route, and URL dot segments. */
+const UNADDRESSABLE_SESSION_IDS = ['list', '.', '..'];
+
 export interface RunReply {
   instanceId: string;
   sessionId: string;
@@ -57,7 +60,12 @@ export async function startRun(ctx: Ctx, organizationId: string, input: RunInput
     throw new ConflictError(`App "${app.slug}" has no version yet; deploy one before running it.`, 'no_head_version');
   }
   // A run refused for its session creates nothing, not even the user's profile.
-  if (input.sessionId !== undefined) await checkSessionFor(ctx, app, input.userId, input.sessionId);
+  if (input.sessionId !== undefined) {
+    if (UNADDRESSABLE_SESSION_IDS.includes(input.sessionId)) {
+      throw new BadRequestError(`sessionId "${input.sessionId}" cannot be read or deleted at /v1/session/{id}; choose another.`, [{ field: 'body.sessionId', message: 'reserved' }]);
+    }
+    await checkSessionFor(ctx, app, input.userId, input.sessionId);
+  }
   const profile = await resolveProfile(ctx, app, input.userId);
   return ctx.events.transaction(async (tx, signal) => {
     const sessionId = await resolveSession(ctx, tx, app, profile, input.sessionId);

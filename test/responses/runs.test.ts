@@ -535,6 +535,8 @@ describe('inputs', () => {
     await bad({ input: '' });
     await bad({ input: 'x', extra: 1 });
     await bad({ input: 'x', sessionId: 's'.repeat(129) });
+    // Ids /v1/session/{id} could not address: the list route, and the URL dot segments.
+    for (const sessionId of ['list', '.', '..']) expect((await bad({ input: 'x', sessionId })).error).toMatch(/sessionId/);
     await bad({ input: 'x', userId: '' });
     await bad({ images: [{ mediaType: 'image/bmp', data: PNG_1PX }] });
     await bad({ images: [{ mediaType: 'image/png' }] });
