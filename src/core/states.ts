@@ -5,7 +5,7 @@ import { newId } from './ids.js';
 import { paginate, type PageParams } from './pagination.js';
 import { findProfile } from './profiles.js';
 import { diffOverlay, hashRef, saveOverlay, stateFiles, totals, treeHashOf, versionFiles, type TreeEntry } from './trees.js';
-import { assertOpen, checkDeclaredFiles, checkUploadedFiles, claimUpload, discardStaged, findUpload, markRegistered, openUpload } from './uploads.js';
+import { assertOpen, checkDeclaredFiles, checkForComplete, claimUpload, discardStaged, findUpload, markRegistered, openUpload } from './uploads.js';
 import { referencedByOrganization } from './trees.js';
 import type { Db, Tx } from '../storage/db.js';
 import type { Profile, State, StateSource, Upload } from '../storage/schema.js';
@@ -158,7 +158,13 @@ export async function uploadState(ctx: Ctx, organizationId: string, input: { pro
 
 export async function completeStateUpload(ctx: Ctx, organizationId: string, uploadId: string, input: { profileId: string; stateId: string }): Promise<StateView> {
   const profile = await findProfile(ctx.db, organizationId, input.profileId);
-  const upload = await findUpload(ctx, organizationId, 'state', { id: uploadId });
+  const upload = await findUpload(ctx, organizationId, 'state', { id: uploadId }).catch(async (err) => {
+    // Registered long ago (its upload swept after 24 h): the same state, as state/create gives.
+    const registered = await ctx.db.selectFrom('states').select('id').where('organizationId', '=', organizationId).where('id', '=', input.stateId).where('profileId', '=', profile.id).where('source', '=', 'upload').executeTakeFirst();
+    if (registered) return null;
+    throw err;
+  });
+  if (!upload) return getState(ctx, organizationId, input.stateId);
   if (upload.profileId !== profile.id) throw new NotFoundError('upload', uploadId);
   if (upload.targetId !== input.stateId) throw new NotFoundError('state', input.stateId);
   return registerState(ctx, upload);
@@ -182,7 +188,8 @@ async function registerState(ctx: Ctx, upload: Upload): Promise<StateView> {
   if (upload.status === 'registered') return getState(ctx, upload.organizationId, upload.registeredId!);
   assertOpen(ctx, upload);
   const app = await ctx.db.selectFrom('apps').selectAll().where('id', '=', upload.appId).executeTakeFirstOrThrow();
-  const files = await checkUploadedFiles(ctx, upload, app);
+  const files = await checkForComplete(ctx, upload, app);
+  if (!Array.isArray(files)) return getState(ctx, upload.organizationId, files.registeredId);
   const id = await ctx.db.transaction().execute(async (tx) => {
     const already = await claimUpload(ctx, tx, upload, files);
     if (already) return already;

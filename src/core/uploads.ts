@@ -197,6 +197,36 @@ export function assertOpen(ctx: Ctx, upload: Upload): void {
   }
 }
 
+/**
+ * Why a complete's file check failed, when the reason is not the files: a concurrent complete
+ * registered the upload meanwhile (and discarded its staging area), so the id it registered;
+ * or the upload, its app or its profile went away meanwhile (404). Null: the files it named
+ * are really missing, and the check's 400 stands.
+ */
+async function settledMeanwhile(ctx: Ctx, upload: Upload): Promise<string | null> {
+  const now = await ctx.db.selectFrom('uploads').select(['status', 'registeredId']).where('id', '=', upload.id).executeTakeFirst();
+  if (!now) throw new NotFoundError('upload', upload.id);
+  if (now.status === 'registered') return now.registeredId!;
+  const app = await ctx.db.selectFrom('apps').select('status').where('id', '=', upload.appId).executeTakeFirst();
+  if (app?.status !== 'active') throw new NotFoundError('app', upload.appId);
+  if (upload.profileId) {
+    const profile = await ctx.db.selectFrom('profiles').select('status').where('id', '=', upload.profileId).executeTakeFirst();
+    if (profile?.status !== 'active') throw new NotFoundError('profile', upload.profileId);
+  }
+  return null;
+}
+
+/** checkUploadedFiles for a complete, or the id a concurrent complete registered meanwhile (settledMeanwhile). */
+export async function checkForComplete(ctx: Ctx, upload: Upload, app: App): Promise<CheckedFile[] | { registeredId: string }> {
+  try {
+    return await checkUploadedFiles(ctx, upload, app);
+  } catch (err) {
+    const registeredId = await settledMeanwhile(ctx, upload);
+    if (registeredId) return { registeredId };
+    throw err;
+  }
+}
+
 export interface CheckedFile extends TreeEntry {
   /** PUT to this upload (else: skipped because the content already existed). */
   staged: boolean;

@@ -6,7 +6,7 @@ import { newId } from './ids.js';
 import { paginate, type PageParams } from './pagination.js';
 import { initProfilesForVersion } from './profile-init.js';
 import { hashRef, readTree, referencedByOrganization, saveTree, type TreeEntry } from './trees.js';
-import { assertOpen, checkDeclaredFiles, checkUploadedFiles, claimUpload, discardStaged, findUpload, markRegistered, openUpload } from './uploads.js';
+import { assertOpen, checkDeclaredFiles, checkForComplete, claimUpload, discardStaged, findUpload, markRegistered, openUpload } from './uploads.js';
 import type { Db } from '../storage/db.js';
 import type { Upload, Version } from '../storage/schema.js';
 
@@ -79,7 +79,13 @@ export async function uploadVersion(ctx: Ctx, organizationId: string, input: { a
 /** `upload/{id}/complete`: the upload named by id must be this app's and issue this versionId. */
 export async function completeVersionUpload(ctx: Ctx, organizationId: string, uploadId: string, input: { appId: string; versionId: string }): Promise<VersionView> {
   const app = await findApp(ctx.db, organizationId, input.appId);
-  const upload = await findUpload(ctx, organizationId, 'version', { id: uploadId });
+  const upload = await findUpload(ctx, organizationId, 'version', { id: uploadId }).catch(async (err) => {
+    // Registered long ago (its upload swept after 24 h): the same version, as version/create gives.
+    const registered = await ctx.db.selectFrom('versions').select('id').where('organizationId', '=', organizationId).where('id', '=', input.versionId).where('appId', '=', app.id).executeTakeFirst();
+    if (registered) return null;
+    throw err;
+  });
+  if (!upload) return getVersion(ctx, organizationId, input.versionId);
   if (upload.appId !== app.id) throw new NotFoundError('upload', uploadId);
   if (upload.targetId !== input.versionId) throw new NotFoundError('version', input.versionId);
   return registerVersion(ctx, upload);
@@ -109,7 +115,8 @@ async function registerVersion(ctx: Ctx, upload: Upload): Promise<VersionView> {
   if (upload.status === 'registered') return describeRegistered(ctx, upload);
   assertOpen(ctx, upload);
   const app = await findApp(ctx.db, upload.organizationId, upload.appId);
-  const files = await checkUploadedFiles(ctx, upload, app);
+  const files = await checkForComplete(ctx, upload, app);
+  if (!Array.isArray(files)) return getVersion(ctx, upload.organizationId, files.registeredId);
   const registered = await ctx.db.transaction().execute(async (tx) => {
     const already = await claimUpload(ctx, tx, upload, files);
     if (already) return already;

@@ -405,6 +405,47 @@ describe('complete', () => {
     expect((await t.call('POST', '/v1/version/create', { key, body: { appId, versionId: 'ver-unknown' } })).status).toBe(404);
   });
 
+  it('a complete repeated while the first is still checking files gets the same version, not "PUT again"', async () => {
+    const appId = await newApp();
+    const files = { 'a.txt': 'racing' };
+    const up = (await upload(appId, files)).body.data;
+    await putAll(up.uploadUrls, files);
+    // The first complete to check a file lets a second complete run to its end first: the
+    // second registers the version and discards the staging area under the first.
+    const blobs = t.ctx.blobs;
+    const verify = blobs.verifyStaged.bind(blobs);
+    let second: ReturnType<typeof complete> | undefined;
+    blobs.verifyStaged = async (...args) => {
+      if (!second) {
+        second = complete(appId, up);
+        await second;
+      }
+      return verify(...args);
+    };
+    try {
+      const first = await complete(appId, up);
+      expect((await second!).status).toBe(200);
+      expect(first.status, JSON.stringify(first.body)).toBe(200);
+      expect(first.body.data).toEqual((await second!).body.data);
+    } finally {
+      blobs.verifyStaged = verify;
+    }
+    expect((await t.call('GET', `/v1/version/list?appId=${appId}`, { key })).body.data.total).toBe(1);
+  });
+
+  it('complete of an upload swept after its 24 h still returns the version it registered', async () => {
+    const appId = await newApp();
+    const files = { 'a.txt': 'old' };
+    const up = (await upload(appId, files)).body.data;
+    await putAll(up.uploadUrls, files);
+    const first = await complete(appId, up);
+    await t.ctx.db.deleteFrom('uploads').where('id', '=', up.uploadId).execute(); // what the sweep does
+    const again = await complete(appId, up);
+    expect(again.status).toBe(200);
+    expect(again.body.data).toEqual(first.body.data);
+    expect((await complete(appId, { uploadId: up.uploadId, versionId: 'ver-other' })).status).toBe(404);
+  });
+
   it('rejects an invalid .claude/settings.json of a claude app, naming the file', async () => {
     const appId = await newApp('claude');
     const files = { '.claude/settings.json': '{"oops": ', 'CLAUDE.md': 'x' };
