@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import { Type } from 'typebox';
 import type { Ctx } from '../core/context.js';
 import { parseDownloadToken, targetFiles, zipStream } from '../core/downloads.js';
-import { receiveBatch, receivingUpload } from '../core/uploads.js';
+import { receiveBatch, receivedUpload, receivingUpload } from '../core/uploads.js';
 import { AppError, BadRequestError, ForbiddenError, NotFoundError, PayloadTooLargeError } from '../core/errors.js';
 import { hashRef } from '../core/trees.js';
 import { HashMismatchError, LocalBlobStore, TooLargeError } from '../storage/blobs/index.js';
@@ -53,6 +53,7 @@ export function blobRoutes(app: Api, ctx: Ctx): void {
         await receivingUpload(ctx, uploadId, body);
         try {
           const size = await store.receive(uploadId, index, hash, body, limit);
+          await receivedUpload(ctx, uploadId);
           return { success: true as const, data: { uploadId, index, hash: hashRef(hash), size } };
         } catch (err) {
           if (err instanceof HashMismatchError) throw new BadRequestError(`Rejected: ${err.message}; nothing was stored.`, { expected: hashRef(err.expected), actual: hashRef(err.actual) });

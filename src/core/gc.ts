@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import type { Ctx } from './context.js';
 import { CHUNK, EMPTY_HASH, chunks } from './trees.js';
+import { discardUpload } from './uploads.js';
 import type { Tx } from '../storage/db.js';
 
 /**
@@ -103,10 +104,7 @@ async function deleteVersionBatch(ctx: Ctx, appId: string): Promise<boolean> {
 async function deleteUploads(ctx: Ctx, by: { appId: string } | { profileId: string }): Promise<void> {
   let q = ctx.db.selectFrom('uploads').select(['id', 'files']);
   q = 'appId' in by ? q.where('appId', '=', by.appId) : q.where('profileId', '=', by.profileId);
-  for (const u of await q.execute()) {
-    await ctx.blobs.discardStage(u.id, u.files.length);
-    await ctx.db.deleteFrom('uploads').where('id', '=', u.id).execute();
-  }
+  for (const u of await q.execute()) await discardUpload(ctx, u);
 }
 
 /** App deletion step: every version and state of the app, its uploads, and content only they used. */

@@ -113,6 +113,31 @@ export async function receivingUpload(ctx: Ctx, uploadId: string, body: Readable
   }
 }
 
+/**
+ * After a PUT stored its bytes: its upload may have gone while the body streamed (swept, or its
+ * app or profile deleted). What the PUT staged would then have no row left to clean it up, so
+ * it is discarded here and the PUT answers 404. A deletion that starts after this check still
+ * finds the staged files: deletions discard a staging area after removing its row too
+ * (discardUpload).
+ */
+export async function receivedUpload(ctx: Ctx, uploadId: string): Promise<void> {
+  const row = await ctx.db.selectFrom('uploads').select('id').where('id', '=', uploadId).executeTakeFirst();
+  if (row) return;
+  await ctx.blobs.discardStage(uploadId, 0);
+  throw new NotFoundError('upload', uploadId);
+}
+
+/**
+ * Removes an upload and its staging area: discarded before the row goes (a crash leaves the
+ * row to retry with) and once more after it (a PUT that checked the row just before it went
+ * may have staged meanwhile; see receivedUpload).
+ */
+export async function discardUpload(ctx: Ctx, upload: { id: string; files: unknown[] }): Promise<void> {
+  await ctx.blobs.discardStage(upload.id, upload.files.length);
+  await ctx.db.deleteFrom('uploads').where('id', '=', upload.id).execute();
+  await ctx.blobs.discardStage(upload.id, upload.files.length);
+}
+
 export interface BatchResult {
   stored: number;
   mismatched: { name: string; expected: string; actual: string }[];
@@ -178,6 +203,7 @@ export async function receiveBatch(ctx: Ctx, store: LocalBlobStore, uploadId: st
     throw new BadRequestError(`The body is not a complete tar archive (${(err as Error).message}); the files before this point were stored.`);
   }
   await pack.finish();
+  await receivedUpload(ctx, uploadId);
   return result;
 }
 
@@ -338,9 +364,6 @@ export async function discardStaged(ctx: Ctx, upload: Upload): Promise<void> {
 /** Removes uploads past their 24 h, with their staged files (bounded per call). */
 export async function sweepExpiredUploads(ctx: Ctx, limit: number): Promise<number> {
   const expired = await ctx.db.selectFrom('uploads').select(['id', 'files']).where('expiresAt', '<', ctx.now()).limit(limit).execute();
-  for (const u of expired) {
-    await ctx.blobs.discardStage(u.id, u.files.length);
-    await ctx.db.deleteFrom('uploads').where('id', '=', u.id).execute();
-  }
+  for (const u of expired) await discardUpload(ctx, u);
   return expired.length;
 }

@@ -433,6 +433,30 @@ describe('complete', () => {
     expect((await t.call('GET', `/v1/version/list?appId=${appId}`, { key })).body.data.total).toBe(1);
   });
 
+  it('a PUT still streaming when its app is deleted answers 404 and leaves nothing staged', async () => {
+    const appId = await newApp();
+    const bytes = randomBytes(1024 * 1024);
+    const up = (await upload(appId, { 'big.bin': bytes })).body.data;
+    const target = new URL(up.uploadUrls[0].url);
+    const req = http.request(target, { method: 'PUT', headers: { 'content-type': 'application/octet-stream', 'content-length': String(bytes.length) } });
+    const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      req.on('response', (res) => {
+        let body = '';
+        res.on('data', (c) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode!, body }));
+      });
+      req.on('error', reject);
+    });
+    req.write(bytes.subarray(0, 1024));
+    // The server has taken the PUT (it checked the upload) and is streaming its body.
+    await eventually(async () => (await listFiles(path.join(blobDir(), 'uploads', up.uploadId))).length > 0 || (await listFiles(path.join(blobDir(), 'tmp'))).length > 0, 'the PUT to start storing');
+    expect((await t.call('DELETE', `/v1/app/${appId}`, { key })).status).toBe(200);
+    await eventually(async () => (await t.call('GET', `/v1/app/${appId}`, { key })).status === 404, 'the app to be deleted');
+    req.end(bytes.subarray(1024));
+    expect((await answer).status).toBe(404);
+    expect(await listFiles(path.join(blobDir(), 'uploads', up.uploadId))).toEqual([]);
+  });
+
   it('complete of an upload swept after its 24 h still returns the version it registered', async () => {
     const appId = await newApp();
     const files = { 'a.txt': 'old' };
