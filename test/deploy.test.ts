@@ -41,8 +41,8 @@ async function write(files: Record<string, string>) {
   }
 }
 
-async function deploy(key: string, app: string) {
-  const child = spawn(process.execPath, [path.resolve('bin/harnesslayer.mjs'), 'deploy', folder, '--app', app], {
+async function deploy(key: string, app: string, dir = folder) {
+  const child = spawn(process.execPath, [path.resolve('bin/harnesslayer.mjs'), 'deploy', dir, '--app', app], {
     env: { PATH: process.env.PATH, HOME: process.env.HOME, HARNESSLAYER_URL: t.url, HARNESSLAYER_API_KEY: key },
   });
   let stdout = '';
@@ -183,5 +183,27 @@ describe('harnesslayer deploy', () => {
     const none = await deploy('', 'broken');
     expect(none.code).toBe(2);
     expect(none.stderr).toContain('HARNESSLAYER_API_KEY');
+  });
+
+  it('says what it left out, and refuses a missing folder or one with no files, deploying nothing', async () => {
+    const { key, dir } = await appAndFolder('odd');
+    await fs.writeFile(path.join(dir, 'AGENTS.md'), '# odd\n');
+    await fs.symlink(path.join(dir, 'AGENTS.md'), path.join(dir, 'linked.md'));
+    const linked = await deploy(key, 'odd', dir);
+    expect(linked.code, linked.stderr).toBe(0);
+    expect(linked.stderr).toMatch(/Left out linked\.md: a symbolic link/);
+    expect(linked.stdout).toContain('1 files');
+
+    const missing = await deploy(key, 'odd', path.join(dir, 'nope'));
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/nope is not a folder/);
+    const empty = await fs.mkdtemp(path.join(scratch, 'empty-'));
+    await fs.writeFile(path.join(empty, '.harnesslayerignore'), '*\n');
+    await fs.writeFile(path.join(empty, 'ignored.md'), 'x');
+    const nothing = await deploy(key, 'odd', empty);
+    expect(nothing.code).toBe(1);
+    expect(nothing.stderr).toMatch(/holds no files to deploy/);
+    const versions = (await t.call('GET', '/v1/version/list?appId=odd', { key })).body.data;
+    expect(versions.total).toBe(1);
   });
 });

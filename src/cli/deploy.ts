@@ -26,6 +26,7 @@ export function registerDeployCommand(program: Command): void {
       let phase = '';
       try {
         const result = await deployFolder(client, folder, opts.app, {
+          onSkip: (name) => console.error(`Left out ${name}: a symbolic link or special file (a bundle holds regular files; copy the file in if the agent needs it).`),
           onProgress: (p) => {
             if (p.phase !== phase) {
               if (phase) bar.stop();

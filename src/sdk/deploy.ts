@@ -17,9 +17,15 @@ export interface LocalFile {
   hash: string;
 }
 
-/** Files under `folder`, minus `.git`, `node_modules` and what `.harnesslayerignore` excludes (gitignore syntax). */
-export async function listFolder(folder: string): Promise<{ name: string; absolute: string }[]> {
+/**
+ * Files under `folder`, minus `.git`, `node_modules` and what `.harnesslayerignore` excludes
+ * (gitignore syntax). Symbolic links and other special files are not part of a bundle: each
+ * one left out is passed to `onSkip`.
+ */
+export async function listFolder(folder: string, onSkip?: (name: string) => void): Promise<{ name: string; absolute: string }[]> {
   const root = path.resolve(folder);
+  const stat = await fs.stat(root).catch(() => null);
+  if (!stat?.isDirectory()) throw new Error(`${root} is not a folder: give the app's folder (a Claude Code project or an OpenClaw workspace).`);
   const rules = ignore().add(['.git', 'node_modules', '.harnesslayerignore']);
   try {
     rules.add(await fs.readFile(path.join(root, '.harnesslayerignore'), 'utf8'));
@@ -38,7 +44,7 @@ export async function listFolder(folder: string): Promise<{ name: string; absolu
         if (rules.ignores(entry.isDirectory() ? `${name}/` : name)) return;
         if (entry.isDirectory()) await walk(absolute);
         else if (entry.isFile()) out.push({ name, absolute });
-        // Symbolic links and other special files are not part of a bundle.
+        else onSkip?.(name);
       }),
     );
   };
@@ -211,9 +217,11 @@ export async function deployFolder(
   client: HarnesslayerClient,
   folder: string,
   appId: string,
-  opts: { concurrency?: number; onProgress?: (p: DeployProgress) => void } = {},
+  opts: { concurrency?: number; onProgress?: (p: DeployProgress) => void; onSkip?: (name: string) => void } = {},
 ): Promise<DeployResult> {
-  const listed = await listFolder(folder);
+  const listed = await listFolder(folder, opts.onSkip);
+  // A version without files would take every app file out of the profiles at their next sync.
+  if (listed.length === 0) throw new Error(`${path.resolve(folder)} holds no files to deploy (after .harnesslayerignore); nothing was deployed.`);
   const files: LocalFile[] = [];
   let hashed = 0;
   const pool = new HashPool(Math.max(1, Math.min(HashPool.DEFAULT_THREADS, listed.length))); // no idle threads for a few files
