@@ -50,6 +50,13 @@ export function versionTree(entries: TreeEntry[]): VersionTree {
   };
 }
 
+/** Whether the version holds a folder at `p`, or a file at a folder above it. */
+function clashesWith(incoming: VersionTree, p: string): boolean {
+  if (incoming.dirs.has(p)) return true;
+  for (let i = p.indexOf('/'); i !== -1; i = p.indexOf('/', i + 1)) if (incoming.byPath.has(p.slice(0, i))) return true;
+  return false;
+}
+
 /** The folders above a path: `a`, `a/b` for `a/b/c`. */
 function folders(p: string): string[] {
   const out: string[] = [];
@@ -131,7 +138,7 @@ export async function planProfileMerge(
   // The common case: the version changed none of the profile's paths, so its overlay (and
   // every file it holds) carries over unchanged onto the incoming version.
   // Both lists come from the database in path order (`collate "C"`).
-  const clashFree = (o: OverlayEntry[]) => !o.some((e) => e.hash !== null && (incoming.dirs.has(e.path) || folders(e.path).some((d) => incoming.byPath.has(d))));
+  const clashFree = (o: OverlayEntry[]) => !o.some((e) => e.hash !== null && clashesWith(incoming, e.path));
   if (overlayHash !== undefined && !overlay.some((e) => delta.has(e.path)) && clashFree(overlay)) {
     return { overlay, overlayHash, ...carriedOver(incoming, overlay), newBlobs: [], conflicts: [] };
   }
