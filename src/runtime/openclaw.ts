@@ -52,6 +52,8 @@ interface History {
 
 /** How long a stopped turn may take to end before it stops waiting for the gateway. */
 const STOP_GRACE_MS = 10_000;
+/** Sends of one turn's message when the gateway cancels the run before it starts (see below). */
+const SEND_ATTEMPTS = 3;
 const HISTORY_LIMIT = 50;
 
 /** The OpenClaw agent of a conversation: a name the gateway accepts, unique per key. */
@@ -83,15 +85,15 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
     client = await lease.gateway.client();
     // The agent's own main session: its MEMORY.md is loaded there (private session).
     const sessionKey = `agent:${agentId}:main`;
-    const runId = randomUUID();
-    const turn = new OpenclawTurnMapper(emit, runId);
-    unsubscribe.push(client.onEvent((event, payload) => turn.handle(event, payload)));
-    const ended = turn.ended;
+    let runId = '';
+    let turn: OpenclawTurnMapper | null = null;
+    let emitted = 0; // events the current run produced
+    unsubscribe.push(client.onEvent((event, payload) => turn?.handle(event, payload)));
     let gone: Error | null = null;
     unsubscribe.push(
       client.onClose((err) => {
         gone = err;
-        turn.interrupt();
+        turn?.interrupt();
       }),
     );
 
@@ -99,28 +101,49 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
     const message = completedLast.has(agentId) ? opts.prompt : await carryStoppedReply(client, sessionKey, opts.prompt);
     completedLast.delete(agentId);
     if (opts.abortSignal?.aborted) return { status: 'stopped', output: '', error: null, usage: { ...ZERO_USAGE } };
-    await client.call('chat.send', {
-      sessionKey,
-      message,
-      idempotencyKey: runId, // the run's id is the idempotency key: its events carry it
-      attachments: (opts.images ?? []).map((i) => ({ type: 'image', mimeType: i.mediaType, content: i.data })),
-    });
-    emit({ type: 'status', data: { status: 'running' } });
 
     let ending: 'stopped' | 'timeout' | null = null;
+    let sent = false; // the current run exists on the gateway: chat.abort can reach it
     let graceTimer: NodeJS.Timeout | undefined;
+    const sendAbort = () => {
+      client!.call('chat.abort', { sessionKey, runId }).catch(() => turn?.interrupt());
+      graceTimer = setTimeout(() => turn?.interrupt(), STOP_GRACE_MS);
+    };
     const abort = (why: 'stopped' | 'timeout') => {
-      if (ending || turn.state) return;
+      if (ending || !turn || turn.state) return;
       ending = why;
-      client!.call('chat.abort', { sessionKey, runId }).catch(() => turn.interrupt());
-      graceTimer = setTimeout(() => turn.interrupt(), STOP_GRACE_MS);
+      if (sent) sendAbort(); // else once chat.send is answered
     };
     const onAbort = () => abort('stopped');
     opts.abortSignal?.addEventListener('abort', onAbort, { once: true });
     const timer = opts.timeoutMs ? setTimeout(() => abort('timeout'), opts.timeoutMs) : undefined;
-    if (opts.abortSignal?.aborted) abort('stopped'); // stopped while chat.send was answered
     try {
-      await ended;
+      for (let attempt = 1; ; attempt++) {
+        runId = randomUUID();
+        emitted = 0;
+        sent = false;
+        turn = new OpenclawTurnMapper((event) => {
+          emitted++;
+          emit(event);
+        }, runId);
+        const ended = turn.ended;
+        await client.call('chat.send', {
+          sessionKey,
+          message,
+          idempotencyKey: runId, // the run's id is the idempotency key: its events carry it
+          attachments: (opts.images ?? []).map((i) => ({ type: 'image', mimeType: i.mediaType, content: i.data })),
+        });
+        sent = true;
+        if (attempt === 1) emit({ type: 'status', data: { status: 'running' } });
+        if (ending) sendAbort(); // stopped or timed out while chat.send was answered
+        await ended;
+        // Another conversation's new agent reloaded the gateway's config while this run was
+        // being prepared, before the model was asked anything: the run is cancelled with this
+        // error. Nothing happened yet, so the turn sends its message again. (The cancelled
+        // run's user message stays in OpenClaw's transcript, so the model sees it twice.)
+        const superseded = turn.state === 'error' && /superseded/i.test(turn.errorMessage) && emitted === 0;
+        if (!superseded || ending || attempt >= SEND_ATTEMPTS) break;
+      }
     } finally {
       clearTimeout(timer);
       clearTimeout(graceTimer);

@@ -145,6 +145,20 @@ describe('openclaw apps', { timeout: 240_000 }, () => {
     expect((await api.call('GET', `/v1/session/${session.id}`)).body.data).toMatchObject({ type: 'group', profileId: null, turns: 2, lastInstanceId: second.instanceId });
   });
 
+  it('two new conversations started at once both complete', async () => {
+    // Each new conversation creates an OpenClaw agent, which reloads the gateway's config.
+    const first = fake.script(onTurn('TWIN-ONE', { blocks: [{ type: 'text', text: 'One here.' }] }));
+    const second = fake.script(onTurn('TWIN-TWO', { blocks: [{ type: 'text', text: 'Two here.' }] }));
+    const [one, two] = await Promise.all([
+      api.run({ appId, channelId, userId: 'twin-a', input: 'TWIN-ONE', sessionId: 'twin-a-1' }),
+      api.run({ appId, channelId, userId: 'twin-b', input: 'TWIN-TWO', sessionId: 'twin-b-1' }),
+    ]);
+    const ends = await Promise.all([one, two].map(async (r) => (await api.events(r.body.data.instanceId)).at(-1)!.data));
+    expect(ends).toEqual([expect.objectContaining({ status: 'completed', output: 'One here.' }), expect.objectContaining({ status: 'completed', output: 'Two here.' })]);
+    expect(allText((await first.request).body)).toContain('TWIN-ONE');
+    expect(allText((await second.request).body)).toContain('TWIN-TWO');
+  });
+
   it('stops a turn mid-stream; the next turn sees the stopped input and the partial text', async () => {
     const slow = fake.script(onTurn('TELL-ME-SLOWLY', { blocks: [{ type: 'text', text: ['Partial ', 'answer ', 'NEVER-STREAMED'] }], pauseAfter: 2 }));
     const run = (await api.run({ appId, channelId, userId: 'frank', input: 'TELL-ME-SLOWLY', sessionId: 'frank-1' })).body.data;
