@@ -50,8 +50,11 @@ interface History {
   }[];
 }
 
-/** How long a stopped turn may take to end before it stops waiting for the gateway. */
-const STOP_GRACE_MS = 10_000;
+/**
+ * How long a stopped turn may take to end before it stops waiting for the gateway: under the
+ * 10 s a stop has (CONTRACT §9), leaving time to record the result.
+ */
+const STOP_GRACE_MS = 8_000;
 /** Sends of one turn's message when the gateway cancels the run before it starts (see below). */
 const SEND_ATTEMPTS = 3;
 const HISTORY_LIMIT = 50;
