@@ -76,13 +76,6 @@ export async function listSessions(ctx: Ctx, organizationId: string, params: Pag
 }
 
 /**
- * Deletes a session and its conversation (transcripts cascade). Its turns go with it: queued
- * ones end `stopped` at once, running ones are told to stop (as `response/stop` does), so no
- * turn of it runs later under a new session that reuses the id (resolveSession refuses the
- * id while one is still stopping). Its ended instances and history stay, as records of what ran
- * (listed by profile or app; a new session of the id lists only its own, see listHistory).
- */
-/**
  * A profile being deleted loses its own sessions at once, as deleteSession removes one: so
  * the same user's next run (a new profile) starts a new conversation under the same session
  * id instead of being refused as "another user's". Group sessions are shared: they stay.
@@ -94,6 +87,13 @@ async function closeProfileSessions(ctx: Ctx, tx: Tx, signal: Signal, profileId:
 }
 profileDeletingHooks.push(closeProfileSessions);
 
+/**
+ * Deletes a session and its conversation (transcripts cascade). Its turns go with it: queued
+ * ones end `stopped` at once, running ones are told to stop (as `response/stop` does), so no
+ * turn of it runs later under a new session that reuses the id (resolveSession refuses the
+ * id while one is still stopping). Its ended instances and history stay, as records of what ran
+ * (listed by profile or app; a new session of the id lists only its own, see listHistory).
+ */
 export async function deleteSession(ctx: Ctx, organizationId: string, id: string): Promise<{ id: string; deleted: true }> {
   const session = await findSession(ctx.db, organizationId, id);
   await ctx.events.transaction(async (tx, signal) => {
