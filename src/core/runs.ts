@@ -273,21 +273,37 @@ export async function reapRuns(ctx: Ctx): Promise<{ failed: number; requeued: nu
 const PURGE_BATCH = 500;
 
 /**
+ * Stops the open turns of a profile, an app or one session in `tx`, in run order, each as
+ * stopOpen does. Returns the ids of those that were running (they end when their worker
+ * sees the stop).
+ */
+export async function stopOpenTurns(
+  ctx: Ctx,
+  tx: Tx,
+  signal: Signal,
+  owner: { profileId: string } | { appId: string } | { organizationId: string; sessionId: string },
+): Promise<string[]> {
+  let q = tx.selectFrom('instances').select(['id', 'status']).where('status', 'in', OPEN);
+  if ('sessionId' in owner) q = q.where('organizationId', '=', owner.organizationId).where('sessionId', '=', owner.sessionId);
+  else if ('appId' in owner) q = q.where('appId', '=', owner.appId);
+  else q = q.where('profileId', '=', owner.profileId);
+  const open = await q.orderBy('runOrder').forUpdate().execute();
+  for (const instance of open) await stopOpen(ctx, tx, signal, instance);
+  return open.filter((i) => i.status === 'running').map((i) => i.id);
+}
+
+/**
  * A deletion job's first step: the open turns of a profile or an app are stopped, as
  * `response/stop` does (each ends `stopped`, with its result event, waking its pollers and
  * streams), waiting up to STOP_WAIT_MS for a running one. One still stopping then makes the
  * step throw, and the job is retried. No turn is left writing files the job then removes.
  */
-async function stopTurnsOf(ctx: Ctx, owner: { column: 'profileId' | 'appId'; id: string }): Promise<void> {
-  const stopping = await ctx.events.transaction(async (tx, signal) => {
-    const open = await tx.selectFrom('instances').select(['id', 'status']).where(owner.column, '=', owner.id).where('status', 'in', OPEN).orderBy('runOrder').forUpdate().execute();
-    for (const instance of open) await stopOpen(ctx, tx, signal, instance);
-    return open.filter((i) => i.status === 'running').map((i) => i.id);
-  });
+async function stopTurnsOf(ctx: Ctx, owner: { profileId: string } | { appId: string }): Promise<void> {
+  const stopping = await ctx.events.transaction((tx, signal) => stopOpenTurns(ctx, tx, signal, owner));
   for (const id of stopping) {
     const status = await statusWithin(ctx, id, STOP_WAIT_MS);
-    const whose = owner.column === 'profileId' ? 'profile' : 'app';
-    if (status !== null && !isFinalStatus(status)) throw new Error(`A turn of ${whose} ${owner.id} (${id}) is still stopping; the deletion job tries again.`);
+    const whose = 'profileId' in owner ? `profile ${owner.profileId}` : `app ${owner.appId}`;
+    if (status !== null && !isFinalStatus(status)) throw new Error(`A turn of ${whose} (${id}) is still stopping; the deletion job tries again.`);
   }
 }
 
@@ -298,7 +314,7 @@ async function stopTurnsOf(ctx: Ctx, owner: { column: 'profileId' | 'appId'; id:
  * so a duplicate is still recognized, but not their text.
  */
 export async function purgeProfileRuns(ctx: Ctx, profileId: string): Promise<void> {
-  await stopTurnsOf(ctx, { column: 'profileId', id: profileId });
+  await stopTurnsOf(ctx, { profileId });
   for (;;) {
     const ids = (await ctx.db.selectFrom('instances').select('id').where('profileId', '=', profileId).limit(PURGE_BATCH).execute()).map((i) => i.id);
     if (ids.length === 0) break;
@@ -319,4 +335,4 @@ export async function purgeProfileRuns(ctx: Ctx, profileId: string): Promise<voi
 // First: the profile's files are removed only once none of its turns can write them.
 profileDeletionSteps.unshift(purgeProfileRuns);
 // An app's records cascade from it, but its turns must end first, as a profile's do.
-appDeletionSteps.unshift((ctx, appId) => stopTurnsOf(ctx, { column: 'appId', id: appId }));
+appDeletionSteps.unshift((ctx, appId) => stopTurnsOf(ctx, { appId }));

@@ -5,7 +5,7 @@ import { findApp } from './apps.js';
 import { paginate, type PageParams } from './pagination.js';
 import type { Signal } from './events.js';
 import { profileDeletingHooks } from './profiles.js';
-import { OPEN, stopOpen } from './runs.js';
+import { stopOpenTurns } from './runs.js';
 import type { Db, Tx } from '../storage/db.js';
 import type { Session } from '../storage/schema.js';
 
@@ -81,8 +81,7 @@ export async function listSessions(ctx: Ctx, organizationId: string, params: Pag
  * id instead of being refused as "another user's". Group sessions are shared: they stay.
  */
 async function closeProfileSessions(ctx: Ctx, tx: Tx, signal: Signal, profileId: string): Promise<void> {
-  const open = await tx.selectFrom('instances').select(['id', 'status']).where('profileId', '=', profileId).where('status', 'in', OPEN).orderBy('runOrder').forUpdate().execute();
-  for (const instance of open) await stopOpen(ctx, tx, signal, instance);
+  await stopOpenTurns(ctx, tx, signal, { profileId });
   await tx.deleteFrom('sessions').where('profileId', '=', profileId).where('type', '=', 'single').execute();
 }
 profileDeletingHooks.push(closeProfileSessions);
@@ -99,16 +98,7 @@ export async function deleteSession(ctx: Ctx, organizationId: string, id: string
   await ctx.events.transaction(async (tx, signal) => {
     const locked = await tx.selectFrom('sessions').select('id').where('organizationId', '=', organizationId).where('id', '=', session.id).forUpdate().executeTakeFirst();
     if (!locked) return; // deleted meanwhile
-    const open = await tx
-      .selectFrom('instances')
-      .select(['id', 'status'])
-      .where('organizationId', '=', organizationId)
-      .where('sessionId', '=', session.id)
-      .where('status', 'in', OPEN)
-      .orderBy('runOrder')
-      .forUpdate()
-      .execute();
-    for (const instance of open) await stopOpen(ctx, tx, signal, instance);
+    await stopOpenTurns(ctx, tx, signal, { organizationId, sessionId: session.id });
     await tx.deleteFrom('sessions').where('organizationId', '=', organizationId).where('id', '=', session.id).execute();
   });
   return { id: session.id, deleted: true };
