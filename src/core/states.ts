@@ -158,12 +158,13 @@ export async function uploadState(ctx: Ctx, organizationId: string, input: { pro
 
 export async function completeStateUpload(ctx: Ctx, organizationId: string, uploadId: string, input: { profileId: string; stateId: string }): Promise<StateView> {
   const profile = await findProfile(ctx.db, organizationId, input.profileId);
-  const upload = await findUpload(ctx, organizationId, 'state', { id: uploadId }).catch(async (err) => {
-    // Registered long ago (its upload swept after 24 h): the same state, as state/create gives.
-    const registered = await ctx.db.selectFrom('states').select('id').where('organizationId', '=', organizationId).where('id', '=', input.stateId).where('profileId', '=', profile.id).where('source', '=', 'upload').executeTakeFirst();
-    if (registered) return null;
-    throw err;
-  });
+  // Registered long ago (its upload swept after 24 h): the same state, as state/create gives.
+  const upload = await findUpload(ctx, organizationId, 'state', { id: uploadId }).catch((err: unknown) =>
+    findState(ctx.db, organizationId, input.stateId, profile.id).then(
+      () => null,
+      () => Promise.reject(err),
+    ),
+  );
   if (!upload) return getState(ctx, organizationId, input.stateId);
   if (upload.profileId !== profile.id) throw new NotFoundError('upload', uploadId);
   if (upload.targetId !== input.stateId) throw new NotFoundError('state', input.stateId);

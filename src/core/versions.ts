@@ -79,12 +79,13 @@ export async function uploadVersion(ctx: Ctx, organizationId: string, input: { a
 /** `upload/{id}/complete`: the upload named by id must be this app's and issue this versionId. */
 export async function completeVersionUpload(ctx: Ctx, organizationId: string, uploadId: string, input: { appId: string; versionId: string }): Promise<VersionView> {
   const app = await findApp(ctx.db, organizationId, input.appId);
-  const upload = await findUpload(ctx, organizationId, 'version', { id: uploadId }).catch(async (err) => {
-    // Registered long ago (its upload swept after 24 h): the same version, as version/create gives.
-    const registered = await ctx.db.selectFrom('versions').select('id').where('organizationId', '=', organizationId).where('id', '=', input.versionId).where('appId', '=', app.id).executeTakeFirst();
-    if (registered) return null;
-    throw err;
-  });
+  // Registered long ago (its upload swept after 24 h): the same version, as version/create gives.
+  const upload = await findUpload(ctx, organizationId, 'version', { id: uploadId }).catch((err: unknown) =>
+    findVersion(ctx.db, organizationId, input.versionId, app.id).then(
+      () => null,
+      () => Promise.reject(err),
+    ),
+  );
   if (!upload) return getVersion(ctx, organizationId, input.versionId);
   if (upload.appId !== app.id) throw new NotFoundError('upload', uploadId);
   if (upload.targetId !== input.versionId) throw new NotFoundError('version', input.versionId);
