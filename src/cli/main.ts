@@ -1,10 +1,12 @@
 import { Command, Option } from 'commander';
 import { ConfigError, loadConfig } from '../config.js';
-import { createUser } from '../core/keys.js';
 import { registerDeployCommand } from './deploy.js';
 import { registerRunCommand } from './run.js';
-import { start, type Role } from '../start.js';
-import { migrate, openDatabase } from '../storage/db.js';
+import type { Role } from '../start.js';
+
+// The server's modules (Fastify, the database, the runtimes, the S3 client) are loaded by the
+// commands that use them only: `deploy` and `run` are API clients, and loading the whole
+// server graph through tsx cost them over a second before they did anything.
 
 const program = new Command()
   .name('harnesslayer')
@@ -27,6 +29,7 @@ program
     if (opts.role !== 'all' && !config.databaseUrl) {
       throw new ConfigError(`--role ${opts.role} splits the server over processes and needs DATABASE_URL (PostgreSQL); the embedded database serves one process.`);
     }
+    const { start } = await import('../start.js');
     const running = await start(config, opts.role, { logger: true });
     if (running.ownerKey) {
       console.log(`\nFirst start: created the owner. Its user API key (shown once, keep it):\n\n  ${running.ownerKey}\n`);
@@ -54,6 +57,7 @@ user
   .option('--email <email>', 'the person this key belongs to')
   .action(async (opts: { email?: string }) => {
     const config = loadConfig();
+    const [{ createUser }, { migrate, openDatabase }] = await Promise.all([import('../core/keys.js'), import('../storage/db.js')]);
     const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? undefined : `${config.dataDir}/db` });
     try {
       await migrate(database.db);
