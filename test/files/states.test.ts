@@ -282,6 +282,7 @@ describe('snapshots', () => {
     ['a zip with ../../etc/passwd', () => rawZip([{ name: 'ok.txt', data: 'fine' }, { name: '../../etc/passwd', data: 'root:x:0:0' }]), /\.\.\/\.\.\/etc\/passwd/],
     ['a zip with a symlink', () => rawZip([{ name: 'link', data: '/etc/passwd', mode: 0o120777 }]), /symbolic link/],
     ['a zip with an absolute path', () => rawZip([{ name: '/etc/cron.d/x', data: 'x' }]), /absolute/],
+    ['a zip with a backslash in a name', () => rawZip([{ name: 'notes\\today.md', data: 'x' }]), /"notes\\\\today\.md" is not allowed: its path contains a backslash/],
     ['a tar.gz with a symlink', () => tarGz([{ name: 'link', type: 'symlink', linkname: '/etc/passwd' }]), /symlink/],
     ['a tar.gz with ../', () => tarGz([{ name: 'a/../../x', data: 'x' }]), /"\.\." segment/],
     ['a zip holding a file and a folder of one name', () => rawZip([{ name: 'notes', data: 'a file' }, { name: 'notes/today.md', data: 'in the folder' }]), /both a file and a folder|also a file/],

@@ -85,7 +85,9 @@ class Tally {
 async function zipPass(file: string, limits: ArchiveLimits, onFile: OnFile | null): Promise<void> {
   let zip: yauzl.ZipFile;
   try {
-    zip = await yauzl.openPromise(file, { lazyEntries: true, validateEntrySizes: true, strictFileNames: false });
+    // strictFileNames: a name with a backslash is refused, as in an upload; otherwise yauzl
+    // would read `a\b` as the folder `a` holding `b`.
+    zip = await yauzl.openPromise(file, { lazyEntries: true, validateEntrySizes: true, strictFileNames: true });
   } catch (err) {
     throw new ArchiveError(`the zip cannot be read: ${(err as Error).message}`);
   }
@@ -107,6 +109,8 @@ async function zipPass(file: string, limits: ArchiveLimits, onFile: OnFile | nul
     }
   } catch (err) {
     if (err instanceof ArchiveError) throw err;
+    const backslash = /^invalid characters in fileName: (.*)$/s.exec((err as Error).message);
+    if (backslash) throw new ArchiveError(`entry ${JSON.stringify(backslash[1])} is not allowed: its path contains a backslash (use "/")`);
     throw new ArchiveError(`invalid zip: ${(err as Error).message}`);
   } finally {
     zip.close();
