@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { untilAborted } from '../core/concurrency.js';
 import { Gateway, type GatewayPoolOptions } from './openclaw-gateway.js';
 
 export type { GatewayPoolOptions } from './openclaw-gateway.js';
@@ -26,32 +27,36 @@ export class GatewayPool {
 
   constructor(readonly opts: GatewayPoolOptions) {}
 
-  /** The running gateway for `key`, started (or restarted after a crash) when needed. */
-  async acquire(key: string): Promise<GatewayLease> {
+  /**
+   * The running gateway for `key`, started (or restarted after a crash) when needed. Waiting
+   * for a free slot or a starting gateway ends as soon as `signal` aborts (rejecting with its
+   * reason); a gateway started meanwhile stays up for the next turn and idles out if none
+   * comes.
+   */
+  async acquire(key: string, signal?: AbortSignal): Promise<GatewayLease> {
     for (;;) {
+      signal?.throwIfAborted();
       if (this.closed) throw new Error('The OpenClaw gateway pool is closed.');
       const running = this.gateways.get(key);
       if (running?.alive) return this.lease(running);
       if (running) this.gateways.delete(key);
       const pending = this.starting.get(key);
       if (pending) {
-        await pending.catch(() => {});
+        await untilAborted(pending.catch(() => {}), signal);
         continue;
       }
       if (this.gateways.size + this.starting.size >= (this.opts.maxGateways ?? 2)) {
         const idle = [...this.gateways.values()].filter((g) => g.leases === 0).sort((a, b) => a.lastUsed - b.lastUsed)[0];
         if (idle) await this.retire(idle);
-        else await new Promise<void>((resolve) => this.waiters.push(resolve));
+        else await untilAborted(new Promise<void>((resolve) => this.waiters.push(resolve)), signal);
         continue;
       }
-      const start = this.startGateway(key);
-      this.starting.set(key, start);
-      try {
-        return this.lease(await start);
-      } finally {
+      const start = this.startGateway(key).finally(() => {
         this.starting.delete(key);
         this.wake();
-      }
+      });
+      this.starting.set(key, start);
+      return this.lease(await untilAborted(start, signal, (gateway) => this.lease(gateway).release()));
     }
   }
 

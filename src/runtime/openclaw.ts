@@ -6,6 +6,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { TurnImage } from './claude.js';
 import { ZERO_USAGE, type EventSink, type FinalStatus, type Usage } from './events.js';
+import { untilAborted } from '../core/concurrency.js';
 import type { GatewayClient } from './openclaw-client.js';
 import { borrowWorkspace } from './openclaw-gateway.js';
 import type { GatewayLease, GatewayPool } from './openclaw-pool.js';
@@ -65,7 +66,10 @@ export function agentIdFor(sessionKey: string): string {
 }
 
 export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<OpenclawTurnResult> {
-  if (opts.abortSignal?.aborted) return { status: 'stopped', output: '', error: null, usage: { ...ZERO_USAGE } };
+  const stopped = (): OpenclawTurnResult => ({ status: 'stopped', output: '', error: null, usage: { ...ZERO_USAGE } });
+  /** The stop itself, as `untilAborted` rejects with it: not a failure of the gateway. */
+  const isStop = (err: unknown) => opts.abortSignal?.aborted && err === opts.abortSignal.reason;
+  if (opts.abortSignal?.aborted) return stopped();
   const emit: EventSink = opts.onEvent ?? (() => {});
   const fail = (message: string, code: string, output = '', usage: Usage = { ...ZERO_USAGE }): OpenclawTurnResult => {
     emit({ type: 'error', data: { message, code } });
@@ -74,8 +78,10 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
 
   let lease: GatewayLease;
   try {
-    lease = await opts.pool.acquire(opts.gatewayKey);
+    // Waiting for a gateway slot or a starting gateway can take tens of seconds; a stop ends it.
+    lease = await opts.pool.acquire(opts.gatewayKey, opts.abortSignal);
   } catch (err) {
+    if (isStop(err)) return stopped();
     return fail(`The OpenClaw gateway could not start: ${(err as Error).message}`, 'gateway_unavailable');
   }
   let client: GatewayClient | null = null;
@@ -83,7 +89,8 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
   let giveBack: (() => Promise<void>) | null = null;
   try {
     const agentId = agentIdFor(opts.sessionKey);
-    const workspace = await lease.gateway.ensureAgent(agentId);
+    // Adding an agent reloads the gateway's config (seconds); a stop need not wait for it.
+    const workspace = await untilAborted(lease.gateway.ensureAgent(agentId), opts.abortSignal);
     giveBack = await borrowWorkspace(opts.workspaceDir, workspace);
     client = await lease.gateway.client();
     // The agent's own main session: its MEMORY.md is loaded there (private session).
@@ -103,7 +110,7 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
     const completedLast = lease.gateway.completedLast;
     const message = completedLast.has(agentId) ? opts.prompt : await carryStoppedReply(client, sessionKey, opts.prompt);
     completedLast.delete(agentId);
-    if (opts.abortSignal?.aborted) return { status: 'stopped', output: '', error: null, usage: { ...ZERO_USAGE } };
+    if (opts.abortSignal?.aborted) return stopped();
 
     let ending: 'stopped' | 'timeout' | null = null;
     let sent = false; // the current run exists on the gateway: chat.abort can reach it
@@ -165,6 +172,7 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
     const why = turn.state === 'aborted' ? 'it cancelled the run' : gone ? (gone as Error).message : 'the turn ended without a result';
     return fail(`The OpenClaw gateway stopped during the turn (${why}).`, 'gateway_error', turn.lastText, turn.streamUsage);
   } catch (err) {
+    if (isStop(err)) return stopped(); // stopped while the agent was being added
     return fail(`The OpenClaw gateway failed: ${(err as Error).message}`, 'gateway_error');
   } finally {
     for (const off of unsubscribe) off();

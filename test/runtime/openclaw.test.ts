@@ -237,6 +237,41 @@ describe.runIf(TEST_DB_KIND === 'pglite')('openclaw runtime', { timeout: 240_000
     expect(of('error')).toEqual([{ message: result.error, code: 'timeout' }]);
   });
 
+  it('ends a stopped turn that waits for a gateway slot at once, and starts no gateway for it', async () => {
+    const held = await pool.acquire(APP); // the pool's one slot, busy: another key's turn must wait
+    try {
+      const stop = new AbortController();
+      const waiting = turn({ workspaceDir: await workspace(), sessionKey: 'queued', gatewayKey: 'app-other', prompt: 'hi', abortSignal: stop.signal });
+      stop.abort();
+      const { result, events } = await waiting;
+      expect(result).toEqual({ status: 'stopped', output: '', error: null, usage: { inputTokens: 0, outputTokens: 0, costUsd: 0 } });
+      expect(events).toEqual([]);
+    } finally {
+      held.release();
+    }
+    expect(pool.running.map((g) => g.key)).toEqual([APP]);
+  });
+
+  it('ends a stopped turn whose gateway is still starting at once; the gateway comes up for the next turn', async () => {
+    const own = new GatewayPool({ ...pool.opts, dataDir: path.join(root, 'data-starting'), maxGateways: 1 });
+    try {
+      const stop = new AbortController();
+      const starting = turn({ pool: own, workspaceDir: await workspace(), sessionKey: 'starting', prompt: 'hi', abortSignal: stop.signal });
+      stop.abort();
+      const { result, events } = await starting;
+      expect(result.status).toBe('stopped');
+      expect(events).toEqual([]);
+      expect(own.running).toEqual([]); // it ended before its gateway was up
+
+      fake.script({ blocks: [{ type: 'text', text: 'Up now.' }] });
+      const next = await turn({ pool: own, workspaceDir: await workspace(), sessionKey: 'starting', prompt: 'hello' });
+      expect(next.result, String(next.result.error)).toMatchObject({ status: 'completed', output: 'Up now.' });
+      expect(own.running).toHaveLength(1);
+    } finally {
+      await own.close();
+    }
+  }, 300_000);
+
   it('does not start a turn that was stopped before it began', async () => {
     const stop = new AbortController();
     stop.abort();
