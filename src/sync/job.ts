@@ -156,14 +156,24 @@ async function mergeBatch(
   strategy: Strategy,
   profileIds: string[],
 ): Promise<Outcome[]> {
+  // Lock first, read after. Under READ COMMITTED a locking read that waited for a writer (a run
+  // or upload moving a head) re-reads only the locked row, not what it joins: the new head
+  // state would read as missing and its number as unused. A statement after the lock sees
+  // all the writer committed. Locked in id order, as every batch is, so batches never deadlock.
   // Arrays rather than `in (…)` lists: one parameter each, however large the batch.
+  await tx
+    .selectFrom('profiles')
+    .select('id')
+    .where(sql<boolean>`id = any(${profileIds}::text[])`)
+    .orderBy('id')
+    .forUpdate()
+    .execute();
   const rows = await tx
     .selectFrom('profiles as p')
     .leftJoin('states as s', (j) => j.onRef('s.organizationId', '=', 'p.organizationId').onRef('s.id', '=', 'p.headStateId'))
     .select(['p.id', 'p.status', 'p.headStateId', 'p.baseVersionId', 's.overlayHash'])
     .select(sql<number | null>`(select max(n.number) from states n where n.profile_id = p.id)`.as('maxNumber'))
     .where(sql<boolean>`p.id = any(${profileIds}::text[])`)
-    .forUpdate('p')
     .execute();
   const byId = new Map(rows.map((r) => [r.id, r]));
   const incoming = await cache.tree(tx, sync.organizationId, sync.versionId);
