@@ -95,6 +95,8 @@ export interface CommitStateInput {
   /** The state's base version; omitted: the profile's current base. */
   baseVersionId?: string | null;
   stateId?: string;
+  /** The upload it registers (`source: upload`). */
+  uploadId?: string;
 }
 
 /**
@@ -127,6 +129,7 @@ export async function commitState(ctx: Ctx, tx: Tx, input: CommitStateInput): Pr
       status: 'ready',
       error: null,
       sandboxId: null,
+      uploadId: input.uploadId ?? null,
       createdAt: ctx.now(),
     })
     .returningAll()
@@ -158,13 +161,13 @@ export async function uploadState(ctx: Ctx, organizationId: string, input: { pro
 
 export async function completeStateUpload(ctx: Ctx, organizationId: string, uploadId: string, input: { profileId: string; stateId: string }): Promise<StateView> {
   const profile = await findProfile(ctx.db, organizationId, input.profileId);
-  // Registered long ago (its upload swept after 24 h): the same state, as state/create gives.
-  const upload = await findUpload(ctx, organizationId, 'state', { id: uploadId }).catch((err: unknown) =>
-    findState(ctx.db, organizationId, input.stateId, profile.id).then(
-      () => null,
-      () => Promise.reject(err),
-    ),
-  );
+  // Registered long ago (its upload swept after 24 h): the state it registered, as a
+  // repeated complete gives. Only that one: any other upload id stays a 404.
+  const upload = await findUpload(ctx, organizationId, 'state', { id: uploadId }).catch(async (err: unknown) => {
+    const s = await findState(ctx.db, organizationId, input.stateId, profile.id).catch(() => null);
+    if (s?.uploadId !== uploadId) throw err;
+    return null;
+  });
   if (!upload) return getState(ctx, organizationId, input.stateId);
   if (upload.profileId !== profile.id) throw new NotFoundError('upload', uploadId);
   if (upload.targetId !== input.stateId) throw new NotFoundError('state', input.stateId);
@@ -181,7 +184,13 @@ export async function createState(ctx: Ctx, organizationId: string, input: { pro
     .where('targetId', '=', input.stateId)
     .where('profileId', '=', profile.id)
     .executeTakeFirst();
-  if (!upload) return getState(ctx, organizationId, (await findState(ctx.db, organizationId, input.stateId, profile.id)).id);
+  if (!upload) {
+    // Registered long ago (its upload swept after 24 h): the same state, as a repeated
+    // complete gives. A state no upload registered (a run's, a sync's) is not this call's.
+    const s = await findState(ctx.db, organizationId, input.stateId, profile.id);
+    if (!s.uploadId) throw new NotFoundError('upload for state', input.stateId);
+    return getState(ctx, organizationId, s.id);
+  }
   return registerState(ctx, upload);
 }
 
@@ -201,6 +210,7 @@ async function registerState(ctx: Ctx, upload: Upload): Promise<StateView> {
       source: 'upload',
       expectedHeadSeq: upload.expectedHeadSeq ?? 0,
       stateId: upload.targetId,
+      uploadId: upload.id,
     });
     await settleConflicts(tx, state.profileId, files);
     await markRegistered(ctx, tx, upload, files, state.id);

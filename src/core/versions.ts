@@ -79,13 +79,13 @@ export async function uploadVersion(ctx: Ctx, organizationId: string, input: { a
 /** `upload/{id}/complete`: the upload named by id must be this app's and issue this versionId. */
 export async function completeVersionUpload(ctx: Ctx, organizationId: string, uploadId: string, input: { appId: string; versionId: string }): Promise<VersionView> {
   const app = await findApp(ctx.db, organizationId, input.appId);
-  // Registered long ago (its upload swept after 24 h): the same version, as version/create gives.
-  const upload = await findUpload(ctx, organizationId, 'version', { id: uploadId }).catch((err: unknown) =>
-    findVersion(ctx.db, organizationId, input.versionId, app.id).then(
-      () => null,
-      () => Promise.reject(err),
-    ),
-  );
+  // Registered long ago (its upload swept after 24 h): the version it registered, as a
+  // repeated complete gives. Only that one: any other upload id stays a 404.
+  const upload = await findUpload(ctx, organizationId, 'version', { id: uploadId }).catch(async (err: unknown) => {
+    const v = await findVersion(ctx.db, organizationId, input.versionId, app.id).catch(() => null);
+    if (v?.uploadId !== uploadId) throw err;
+    return null;
+  });
   if (!upload) return getVersion(ctx, organizationId, input.versionId);
   if (upload.appId !== app.id) throw new NotFoundError('upload', uploadId);
   if (upload.targetId !== input.versionId) throw new NotFoundError('version', input.versionId);
@@ -141,6 +141,7 @@ async function registerVersion(ctx: Ctx, upload: Upload): Promise<VersionView> {
         treeHash: tree.hash,
         fileCount: tree.fileCount,
         size: tree.size,
+        uploadId: upload.id,
         createdAt: now,
       })
       .execute();

@@ -302,6 +302,8 @@ export interface VersionsTable {
   treeHash: string;
   fileCount: number;
   size: number;
+  /** The upload it was registered from (null before migration 010). */
+  uploadId: Generated<string | null>;
   createdAt: Generated<Date>;
 }
 
@@ -324,6 +326,8 @@ export interface StatesTable {
   status: StateStatus;
   error: string | null;
   sandboxId: string | null;
+  /** `source: upload`: the upload it was registered from (null for other sources, and before migration 010). */
+  uploadId: Generated<string | null>;
   createdAt: Generated<Date>;
 }
 

@@ -151,6 +151,29 @@ describe('state upload → PUT → complete → get → download → rollback', 
     expect((await t.call('POST', '/v1/state/upload', { key, body: { profileId: p.id, stateId: 'my-state_1', files: [] } })).status).toBe(409);
   });
 
+  it('complete and state/create give only the state their upload registered, also once the upload is swept', async () => {
+    const { appId } = await appWithVersion();
+    const p = await profile(appId);
+    const files = { ...V1, 'y.md': 'y' };
+    const up = (await t.call('POST', '/v1/state/upload', { key, body: { profileId: p.id, files: declare(files) } })).body.data;
+    await putAll(up.uploadUrls, files);
+    const completeOf = (uploadId: string, stateId: string) => t.call('POST', `/v1/state/upload/${uploadId}/complete`, { key, body: { profileId: p.id, stateId } });
+    const first = await completeOf(up.uploadId, up.stateId);
+    expect(first.status).toBe(200);
+    await t.ctx.db.deleteFrom('uploads').where('id', '=', up.uploadId).execute(); // what the sweep does after 24 h
+    expect((await completeOf(up.uploadId, up.stateId)).body.data).toEqual(first.body.data);
+    expect((await t.call('POST', '/v1/state/create', { key, body: { profileId: p.id, stateId: up.stateId } })).body.data).toEqual(first.body.data);
+
+    // An upload id that never registered this state, and a state no upload registered (the
+    // profile's first state): 404, not someone else's state.
+    const unknown = await completeOf('upload-doesnotexist0000', up.stateId);
+    expect(unknown).toMatchObject({ status: 404, body: { code: 'not_found' } });
+    expect((await completeOf('upload-doesnotexist0000', p.headStateId)).status).toBe(404);
+    expect((await completeOf(up.uploadId, p.headStateId)).status).toBe(404);
+    const init = await t.call('POST', '/v1/state/create', { key, body: { profileId: p.id, stateId: p.headStateId } });
+    expect(init).toMatchObject({ status: 404, body: { error: `upload for state "${p.headStateId}" not found` } });
+  });
+
   it('a state upload settles the profile open conflicts as manual', async () => {
     const { appId } = await appWithVersion();
     const p = await profile(appId);

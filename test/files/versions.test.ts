@@ -468,6 +468,8 @@ describe('complete', () => {
     expect(again.status).toBe(200);
     expect(again.body.data).toEqual(first.body.data);
     expect((await complete(appId, { uploadId: up.uploadId, versionId: 'ver-other' })).status).toBe(404);
+    // Another upload id naming this version is a 404: it never registered it.
+    expect((await complete(appId, { uploadId: 'upload-doesnotexist0000', versionId: up.versionId })).status).toBe(404);
   });
 
   it('rejects an invalid .claude/settings.json of a claude app, naming the file', async () => {

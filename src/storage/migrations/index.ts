@@ -8,6 +8,7 @@ import * as m006 from './006_apps_notify.js';
 import * as m007 from './007_profiles_fillfactor.js';
 import * as m008 from './008_profile_records.js';
 import * as m009 from './009_delivery_retention.js';
+import * as m010 from './010_upload_ids.js';
 
 // Ordered by name; add a file and a line here, never edit a migration that has shipped.
 const MIGRATIONS: Record<string, Migration> = {
@@ -20,6 +21,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '007_profiles_fillfactor': m007,
   '008_profile_records': m008,
   '009_delivery_retention': m009,
+  '010_upload_ids': m010,
 };
 
 export const migrationProvider: MigrationProvider = {
