@@ -9,7 +9,7 @@ import { IMAGE_MEDIA_TYPES, MAX_IMAGES, startRun } from '../core/responses.js';
 import { stopInstance } from '../core/runs.js';
 import { isFinalStatus } from '../runtime/events.js';
 import { orgOf } from '../server/app.js';
-import { AppRef, Id, IdParam, Int32, JsonObject, body, envelope, query } from '../server/schemas.js';
+import { AppRef, Id, IdParam, JsonObject, body, envelope, query } from '../server/schemas.js';
 import type { Api } from './index.js';
 
 // Responses: run a turn, read its events (long-poll or server-sent events), stop it.
@@ -66,7 +66,7 @@ export function responseRoutes(app: Api, ctx: Ctx): void {
         tags: ['responses'],
         summary: 'Events after a cursor; waits up to timeoutMs (default 25000, max 60000) when there are none yet.',
         params: InstanceParam,
-        querystring: query({ after: Type.Optional(Int32), timeoutMs: Type.Optional(Type.Integer()) }),
+        querystring: query({ after: Type.Optional(Type.Integer({ minimum: 0 })), timeoutMs: Type.Optional(Type.Integer()) }),
         response: {
           200: envelope(Type.Object({ instanceId: Type.String(), status: Type.String(), events: Type.Array(EventSchema), cursor: Type.Integer(), done: Type.Boolean() })),
         },
@@ -129,7 +129,7 @@ export function responseRoutes(app: Api, ctx: Ctx): void {
 function lastEventId(header: string | string[] | undefined): number {
   const raw = Array.isArray(header) ? header[0] : header;
   if (raw === undefined || raw === '') return 0;
-  if (!/^\d{1,9}$/.test(raw.trim())) {
+  if (!/^\d+$/.test(raw.trim())) {
     throw new BadRequestError('Last-Event-ID must be the seq of an event (an integer >= 0).', [{ field: 'headers.last-event-id', message: 'must be an integer >= 0' }]);
   }
   return Number(raw.trim());

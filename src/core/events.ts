@@ -261,7 +261,11 @@ export async function appendTurnEvents(ctx: Ctx, instanceId: string, events: (Ru
  * The instance's status and the events after `after`, in one statement: one snapshot, so a
  * final status comes with every event before it (and one round trip for a woken poll).
  */
-export async function readPage(db: Db, instanceId: string, after: number): Promise<{ status: string; lastSeq: number; events: StoredEvent[] } | null> {
+/** Seqs are 32-bit integers: a cursor past that reads as the highest (there are no events after it). */
+const MAX_SEQ = 2_147_483_647;
+
+export async function readPage(db: Db, instanceId: string, afterSeq: number): Promise<{ status: string; lastSeq: number; events: StoredEvent[] } | null> {
+  const after = Math.min(afterSeq, MAX_SEQ);
   const { rows } = await sql<{ status: string; lastSeq: number; seq: number | null; type: string; done: boolean; createdAt: Date; dataText: string }>`
     select i.status, i.last_seq, e.seq, e.type, e.done, e.created_at, e.data::text as data_text
       from instances i

@@ -614,6 +614,13 @@ describe('inputs', () => {
     for (const q of ['after=-1', 'after=abc', 'after=1.5', 'timeoutMs=x', 'nope=1']) {
       expect((await api.call('GET', `/v1/response/poll/${run.instanceId}?${q}`)).status, q).toBe(400);
     }
+    // Any integer after >= 0 is a cursor: past the last seq, an ended instance answers done.
+    for (const after of ['2147483648', '99999999999']) {
+      const past = await api.call('GET', `/v1/response/poll/${run.instanceId}?after=${after}&timeoutMs=0`);
+      expect(past.body, after).toMatchObject({ success: true, data: { events: [], cursor: Number(after), done: true } });
+    }
+    const resumed = await readSse(`${t.url}/v1/response/stream/${run.instanceId}`, key, { lastEventId: '99999999999' });
+    expect(resumed).toMatchObject({ status: 200, events: [], closedByServer: true });
     // timeoutMs is clamped, not refused.
     expect((await api.call('GET', `/v1/response/poll/${run.instanceId}?timeoutMs=999999999`)).status).toBe(200);
     expect((await api.call('GET', `/v1/response/poll/${run.instanceId}?timeoutMs=-5`)).status).toBe(200);
