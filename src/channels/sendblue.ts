@@ -87,10 +87,15 @@ export function imessageSessionId(channelId: string, from: { sender: string } | 
 }
 
 /** The fields of Sendblue's receive webhook we use; null for a payload nothing can be done with. */
+const MAX_HANDLE = 256;
+
 function parseInbound(body: unknown): InboundMessage | null {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) return null;
   const b = body as Record<string, unknown>;
-  const messageHandle = text(b.message_handle);
+  const handle = text(b.message_handle);
+  // Sendblue's handles are short ids; a longer one is no Sendblue message (and the key of the
+  // duplicates table has a size limit).
+  const messageHandle = handle !== null && handle.length <= MAX_HANDLE ? handle : null;
   const fromNumber = imessageSender(b.from_number);
   const rawGroupId = text(b.group_id);
   const groupId = rawGroupId === null ? null : groupIdOf(rawGroupId);
@@ -125,10 +130,11 @@ export async function acceptInbound(ctx: Ctx, token: string, signingSecret: stri
     throw new UnauthorizedError('Missing or wrong sb-signing-secret header: it must be the signing secret configured in Sendblue.');
   }
   const m = parseInbound(body);
-  // Our own sent messages echoed back (a flag some relays pass on as a string), and payloads
-  // without a usable sender (see imessageSender) or anything to say: 2xx so Sendblue does not retry.
+  // Payloads without a usable sender (see imessageSender) or anything to say, and our own sent
+  // messages echoed back (a flag some relays pass on as a string): 2xx so Sendblue does not retry.
+  if (!m) return { status: 'ignored' };
   const outbound = (body as { is_outbound?: unknown }).is_outbound;
-  if (!m || outbound === true || outbound === 'true') return { status: 'ignored' };
+  if (outbound === true || outbound === 'true') return { status: 'ignored' };
   const status = await ctx.db.transaction().execute(async (tx) => {
     const inserted = await tx
       .insertInto('sendblueMessages')

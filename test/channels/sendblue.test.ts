@@ -118,9 +118,18 @@ describe('the inbound URL', () => {
   it('ignores outbound echoes and payloads with nothing to run, still answering 200', async () => {
     const im = await imessageApp();
     const echoes = [message('+15550000002', { content: 'sent by us', is_outbound: true }), { ...message('+15550000002', { content: 'sent by us' }), is_outbound: 'true' }];
-    for (const payload of [...echoes, message('+15550000002'), { hello: 'world' }]) {
+    const longHandle = message('+15550000002', { content: 'hi', handle: 'h'.repeat(3000) });
+    for (const payload of [...echoes, message('+15550000002'), { hello: 'world' }, longHandle, 'null', '', '{not json', '[1]']) {
       const res = await post(im.inbound, payload);
-      expect(res.status).toBe(200);
+      expect(res.status, JSON.stringify(payload).slice(0, 40)).toBe(200);
+      expect(res.body.data).toEqual({ status: 'ignored' });
+    }
+    for (const [body, headers] of [
+      [undefined, undefined],
+      ['content=hi&from_number=%2B15550000002&message_handle=form-1', { 'content-type': 'application/x-www-form-urlencoded' }],
+    ] as const) {
+      const res = await post(im.inbound, body, headers);
+      expect(res.status, String(body)).toBe(200);
       expect(res.body.data).toEqual({ status: 'ignored' });
     }
     expect(await rowsOf(im.channelId)).toEqual([]);
