@@ -28,7 +28,7 @@ export interface OutboundResult {
   status: number | null;
   /** Why the attempt failed (null when ok). */
   error: string | null;
-  /** The start of the answer's body (text). */
+  /** The start of the answer's body (text) when it failed; a 2xx answer's body is not read. */
   body: string;
 }
 
@@ -89,16 +89,27 @@ export async function sendOnce(config: Pick<Config, 'allowPrivateUrls'>, req: Ou
         const status = res.statusCode ?? 0;
         const chunks: Buffer[] = [];
         let size = 0;
+        const text = () => Buffer.concat(chunks).subarray(0, MAX_ANSWER_BYTES).toString('utf8');
+        clearTimeout(timer);
+        // The rest of the answer may take as long again; then the socket goes.
+        const drain = setTimeout(() => {
+          request.destroy();
+          settle(failed(`answered HTTP ${status}`, status, text()));
+        }, ATTEMPT_TIMEOUT_MS);
+        res.on('close', () => clearTimeout(drain));
+        if (status >= 200 && status < 300) {
+          // The status line decides: a 2xx is a delivery, however slowly (or whether) its body ends.
+          settle({ ok: true, status, error: null, body: '' });
+          res.resume();
+          return;
+        }
+        // A failure: the start of its body explains it.
         res.on('data', (c: Buffer) => {
           if (size < MAX_ANSWER_BYTES) chunks.push(c);
           size += c.length;
         });
-        res.on('end', () => {
-          const body = Buffer.concat(chunks).subarray(0, MAX_ANSWER_BYTES).toString('utf8');
-          const ok = status >= 200 && status < 300;
-          settle({ ok, status, error: ok ? null : `answered HTTP ${status}`, body });
-        });
-        res.on('error', (err) => settle(failed(`the answer broke off: ${err.message}`, status)));
+        res.on('end', () => settle(failed(`answered HTTP ${status}`, status, text())));
+        res.on('error', (err) => settle(failed(`the answer broke off: ${err.message}`, status, text())));
       },
     );
     const timer = setTimeout(() => {

@@ -141,6 +141,17 @@ describe('profile.created', () => {
     expect(receiver.at('/flaky')).toHaveLength(4);
   });
 
+  it('an attempt answered 2xx is delivered at its status line, also when its body never ends', async () => {
+    const appId = await newApp();
+    const hook = await newWebhook(appId, { url: `${receiver.url}/unending` });
+    receiver.neverEnd('/unending');
+    await api.call('POST', '/v1/profile/create', { appId, identifier: 'ada' });
+    await eventually(async () => (await deliveries({ webhookId: hook.id }))[0]?.status === 'delivered', 'delivered');
+    expect(await deliveries({ webhookId: hook.id })).toEqual([expect.objectContaining({ attempts: 1, lastStatus: 200, lastError: null })]);
+    expect((await api.call('GET', `/v1/webhook/${hook.id}`)).body.data).toMatchObject({ runCount: 1 });
+    expect(receiver.at('/unending')).toHaveLength(1);
+  });
+
   it('gives up once the retry window has passed, counting nothing', async () => {
     const appId = await newApp();
     const hook = await newWebhook(appId, { url: `${receiver.url}/down` });

@@ -23,6 +23,8 @@ export class WebhookReceiver {
   url = '';
   readonly received: ReceivedHook[] = [];
   private readonly failing = new Map<string, { remaining: number; status: number }>();
+  /** Paths whose answers send their status and a first chunk, and never end. */
+  private readonly unending = new Set<string>();
   private readonly server: http.Server;
 
   constructor() {
@@ -35,7 +37,8 @@ export class WebhookReceiver {
         const status = failing && failing.remaining > 0 ? (failing.remaining--, failing.status) : 200;
         this.received.push({ method: req.method ?? '', path: url.pathname, query: url.searchParams, headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), at: Date.now(), status });
         res.writeHead(status, { 'content-type': 'text/plain' });
-        res.end(status === 200 ? 'ok' : 'failing on purpose');
+        if (this.unending.has(url.pathname)) res.write('ok, and more to come');
+        else res.end(status === 200 ? 'ok' : 'failing on purpose');
       });
     });
   }
@@ -54,6 +57,11 @@ export class WebhookReceiver {
   /** The next `times` requests to `path` answer `status`. */
   fail(path: string, times: number, status = 500): void {
     this.failing.set(path, { remaining: times, status });
+  }
+
+  /** Answers to `path` send their status line and a first chunk of body, then never end. */
+  neverEnd(path: string): void {
+    this.unending.add(path);
   }
 
   /** Requests to `path`, in arrival order. */
