@@ -93,6 +93,22 @@ export interface Outcome {
   stateId?: string | null;
   /** Written before the `result` event (e.g. the `error` that explains a failure). */
   events?: RuntimeEvent[];
+  /**
+   * For a turn that ran: whether its prompt reached the model's conversation, and how many of
+   * the session's carried inputs it held (see `carriedPrompt`). Absent: it never ran (stopped
+   * while queued, reaped).
+   */
+  conversation?: { inputKept: boolean; carriedUsed: number };
+}
+
+/**
+ * A turn's prompt: its input, after the inputs of the session's turns that were stopped
+ * before the model saw them (CONTRACT §9: a stopped turn stays in the conversation).
+ */
+export function carriedPrompt(carried: readonly string[], input: string): string {
+  if (carried.length === 0) return input;
+  const earlier = carried.join('\n\n');
+  return `[Earlier messages of the user, stopped before you could see them:]\n${earlier}\n[End of the earlier messages.]\n\n${input}`;
 }
 
 /**
@@ -145,9 +161,21 @@ export async function finalizeInstance(ctx: Ctx, tx: Tx, signal: Signal, instanc
     })
     .execute();
   if (instance.sessionId) {
+    // A running turn stopped before its input reached the model leaves it to the session's
+    // next turn (a queued one stopped was cancelled: nothing carried); a turn whose prompt
+    // reached the model delivered the carried inputs it held (new ones go at the end, so
+    // inputs carried meanwhile stay).
+    const kept = outcome.conversation?.inputKept ?? false;
+    const carry = status === 'stopped' && outcome.conversation && !kept && instance.input ? instance.input : null;
+    const delivered = kept ? (outcome.conversation?.carriedUsed ?? 0) : 0;
     await tx
       .updateTable('sessions')
-      .set({ turns: sql`turns + 1`, lastActiveAt: now })
+      .set({
+        turns: sql`turns + 1`,
+        lastActiveAt: now,
+        ...(carry ? { carriedInputs: sql`array_append(carried_inputs, ${carry}::text)` } : {}),
+        ...(delivered > 0 ? { carriedInputs: sql`carried_inputs[${delivered + 1}::int:]` } : {}),
+      })
       .where('organizationId', '=', instance.organizationId)
       .where('id', '=', instance.sessionId)
       .execute();

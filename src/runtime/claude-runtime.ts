@@ -30,7 +30,7 @@ export async function runClaude(req: TurnRequest): Promise<TurnOutcome> {
     const result = await runClaudeTurn({
       cwd: req.cwd,
       configDir,
-      prompt: instance.input ?? '',
+      prompt: req.prompt,
       images: req.images,
       resumeSessionId: saved?.sdkSessionId,
       mcpServers,
@@ -50,6 +50,9 @@ export async function runClaude(req: TurnRequest): Promise<TurnOutcome> {
       error: result.error,
       usage: result.usage,
       persist: sdkSessionId && jsonl && sessionId ? (tx) => saveTranscript(tx, instance.organizationId, sessionId, sdkSessionId, jsonl) : undefined,
+      // Claude Code records the prompt in the transcript when it takes it: a turn stopped
+      // before that leaves the transcript as it was.
+      inputKept: jsonl !== null && jsonl !== (saved?.jsonl ?? null),
     };
   } finally {
     // The transcript lives in the database; this worker's copy is only a cache.

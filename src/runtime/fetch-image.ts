@@ -8,13 +8,21 @@ import type { TurnImage } from './claude.js';
 /**
  * A `{url}` image of a run, fetched by the worker and passed to the model as base64, so it
  * works with any model endpoint (and offline tests). The private-address guard applies to
- * the URL and to every address a socket connects to; at most 3 redirects, 5 MiB, 15 s.
+ * the URL and to every address a socket connects to; at most 3 redirects, 5 MiB, and 15 s
+ * for all of it (a server that trickles its bytes cannot hold the turn). `stop` (the turn's
+ * stop) ends it at once.
  */
-export async function fetchImage(config: Pick<Config, 'allowPrivateUrls'>, url: string): Promise<TurnImage> {
+export async function fetchImage(config: Pick<Config, 'allowPrivateUrls'>, url: string, stop?: AbortSignal): Promise<TurnImage> {
+  const deadline = AbortSignal.timeout(FETCH_MS);
+  const signal = stop ? AbortSignal.any([stop, deadline]) : deadline;
   let current = url;
   for (let redirects = 0; ; redirects++) {
     await assertPublicUrl(config, current);
-    const res = await get(config, current);
+    const res = await get(config, current, signal).catch((err: Error) => {
+      if (stop?.aborted) throw new Error(`Image ${url}: the turn was stopped.`);
+      if (deadline.aborted) throw new Error(`Image ${url}: not fetched within ${FETCH_MS / 1000} s.`);
+      throw err;
+    });
     if (res.status >= 300 && res.status < 400 && res.location) {
       if (redirects >= 3) throw new Error(`Image ${url}: too many redirects.`);
       current = new URL(res.location, current).toString();
@@ -27,10 +35,12 @@ export async function fetchImage(config: Pick<Config, 'allowPrivateUrls'>, url: 
   }
 }
 
-function get(config: Pick<Config, 'allowPrivateUrls'>, url: string): Promise<{ status: number; location?: string; body: Buffer }> {
+const FETCH_MS = 15_000;
+
+function get(config: Pick<Config, 'allowPrivateUrls'>, url: string, signal: AbortSignal): Promise<{ status: number; location?: string; body: Buffer }> {
   return new Promise((resolve, reject) => {
     const client = url.startsWith('https:') ? https : http;
-    const req = client.get(url, { timeout: 15_000, ...(config.allowPrivateUrls ? {} : { lookup: publicLookup }) }, (res) => {
+    const req = client.get(url, { signal, ...(config.allowPrivateUrls ? {} : { lookup: publicLookup }) }, (res) => {
       const status = res.statusCode ?? 0;
       if (status !== 200) {
         res.resume();
@@ -45,8 +55,10 @@ function get(config: Pick<Config, 'allowPrivateUrls'>, url: string): Promise<{ s
       });
       res.on('end', () => resolve({ status, body: Buffer.concat(chunks) }));
       res.on('error', reject);
+      res.on('close', () => {
+        if (!res.complete) reject(new Error(`Image ${url}: the answer broke off.`));
+      });
     });
-    req.on('timeout', () => req.destroy(new Error(`Image ${url}: no answer within 15 s.`)));
     req.on('error', reject);
   });
 }

@@ -25,19 +25,21 @@ export async function runOpenclaw(req: TurnRequest): Promise<TurnOutcome> {
     : session.type === 'group'
       ? `group/${instance.sessionId}/${session.createdAt.getTime()}`
       : `${instance.profileId}/${instance.sessionId}/${session.createdAt.getTime()}`;
+  let inputKept = false; // the gateway took the message (chat.send): it is in its transcript
   const result = await runOpenclawTurn({
     pool: openclawPool(ctx),
     gatewayKey: app.id,
     workspaceDir: req.cwd,
     sessionKey: conversation,
-    prompt: instance.input ?? '',
+    prompt: req.prompt,
     images: req.images,
     abortSignal: req.abortSignal,
     timeoutMs: ctx.config.runTimeoutSeconds * 1000,
     onEvent: req.onEvent,
+    onSent: () => (inputKept = true),
   });
   // No persist step: the gateway keeps the transcript in its state dir under the data dir.
-  return result;
+  return { ...result, inputKept };
 }
 
 const pools = new WeakMap<Ctx, GatewayPool>();

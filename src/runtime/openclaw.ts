@@ -27,6 +27,8 @@ export interface OpenclawTurnOptions {
   images?: TurnImage[];
   /** Stop: `chat.abort`; the turn ends `stopped`, keeping what was streamed. */
   abortSignal?: AbortSignal;
+  /** Called once the gateway has taken the message (it is then in the conversation). */
+  onSent?: () => void;
   /** The turn ends `failed` (code `timeout`) after this long. */
   timeoutMs?: number;
   onEvent?: EventSink;
@@ -144,6 +146,7 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
           attachments: (opts.images ?? []).map((i) => ({ type: 'image', mimeType: i.mediaType, content: i.data })),
         });
         sent = true;
+        opts.onSent?.();
         if (attempt === 1) emit({ type: 'status', data: { status: 'running' } });
         if (ending) sendAbort(); // stopped or timed out while chat.send was answered
         await ended;

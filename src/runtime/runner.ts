@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Ctx } from '../core/context.js';
 import { appendTurnEvents } from '../core/events.js';
 import { randomBase62 } from '../core/ids.js';
-import { claimInstance, finalizeInstance, reapRuns, renewLease, type Outcome } from '../core/runs.js';
+import { carriedPrompt, claimInstance, finalizeInstance, reapRuns, renewLease, type Outcome } from '../core/runs.js';
 import type { Tx } from '../storage/db.js';
 import type { Instance, RunImage } from '../storage/schema.js';
 import type { TurnImage } from './claude.js';
@@ -134,9 +134,11 @@ async function execute(ctx: Ctx, state: RunnerState, instance: Instance): Promis
     if (!runtime) throw new TurnError(`This server has no runtime for ${app.type} apps.`, 'not_configured');
     await fs.rm(root, { recursive: true, force: true }); // a turn of this session that died before it cleaned up
     ws = await materialize(ctx, instance.profileId!, path.join(root, 'work'));
-    const images = await resolveImages(ctx, instance.images ?? []);
-    turn = await runtime({ ctx, instance, app, cwd: ws.cwd, images, abortSignal: abort.signal, onEvent: writer.push });
-    outcome = { status: turn.status, output: turn.output, error: turn.error, usage: turn.usage };
+    const images = await resolveImages(ctx, instance.images ?? [], abort.signal);
+    const carried = await carriedInputs(ctx, instance);
+    const prompt = carriedPrompt(carried, instance.input ?? '');
+    turn = await runtime({ ctx, instance, app, cwd: ws.cwd, prompt, images, abortSignal: abort.signal, onEvent: writer.push });
+    outcome = { status: turn.status, output: turn.output, error: turn.error, usage: turn.usage, conversation: { inputKept: turn.inputKept, carriedUsed: carried.length } };
     if (why === 'shutdown' && turn.status === 'stopped') {
       outcome = failedOutcome(new TurnError('The server shut down during the turn; run it again.', 'shutdown'), turn.output, turn.usage);
     }
@@ -146,7 +148,9 @@ async function execute(ctx: Ctx, state: RunnerState, instance: Instance): Promis
       outcome = failedOutcome(new TurnError((err as Error).message, 'files_not_saved'), turn.output, turn.usage);
     }
   } catch (err) {
-    outcome = failedOutcome(err, null);
+    // Stopped while it was being prepared (its images fetched, say): stopped, not failed.
+    const stopped: Outcome = { status: 'stopped', output: null, error: null, usage: { ...ZERO_USAGE }, conversation: { inputKept: false, carriedUsed: 0 } };
+    outcome = why === 'stop' ? stopped : failedOutcome(err, null);
   } finally {
     clearInterval(renew);
   }
@@ -207,18 +211,30 @@ async function record(ctx: Ctx, state: RunnerState, instance: Instance, outcome:
   }
 }
 
-async function resolveImages(ctx: Ctx, images: RunImage[]): Promise<TurnImage[]> {
-  const out: TurnImage[] = [];
-  for (const image of images) {
-    if ('url' in image) {
+/** The `{url}` images fetched (at once, each within its own time limit), the others as given; a stop ends the fetches. */
+async function resolveImages(ctx: Ctx, images: RunImage[], signal: AbortSignal): Promise<TurnImage[]> {
+  return Promise.all(
+    images.map(async (image) => {
+      if (!('url' in image)) return image;
       try {
-        out.push(await fetchImage(ctx.config, image.url));
+        return await fetchImage(ctx.config, image.url, signal);
       } catch (err) {
         throw new TurnError((err as Error).message, 'image_unavailable');
       }
-    } else out.push(image);
-  }
-  return out;
+    }),
+  );
+}
+
+/** The inputs the session carries for its next turn (runs.ts, finalizeInstance). */
+async function carriedInputs(ctx: Ctx, instance: Instance): Promise<string[]> {
+  if (!instance.sessionId) return [];
+  const row = await ctx.db
+    .selectFrom('sessions')
+    .select('carriedInputs')
+    .where('organizationId', '=', instance.organizationId)
+    .where('id', '=', instance.sessionId)
+    .executeTakeFirst();
+  return row?.carriedInputs ?? [];
 }
 
 /**

@@ -14,6 +14,8 @@ export interface TurnRequest {
   instance: Instance;
   app: App;
   cwd: string;
+  /** What to send the model: the instance's input, after any carried ones (core/runs.ts, carriedPrompt). */
+  prompt: string;
   images: TurnImage[];
   abortSignal: AbortSignal;
   onEvent: EventSink;
@@ -26,6 +28,8 @@ export interface TurnOutcome {
   usage: Usage;
   /** Runtime state to keep (e.g. the session transcript), written in the final transaction. */
   persist?: (tx: Tx) => Promise<void>;
+  /** The prompt reached the conversation: the session's next turn will have it. */
+  inputKept: boolean;
 }
 
 export type Runtime = (req: TurnRequest) => Promise<TurnOutcome>;

@@ -102,6 +102,8 @@ export interface SessionsTable {
   profileId: string | null;
   lastInstanceId: string | null;
   turns: Generated<number>;
+  /** Inputs of turns stopped before the model saw them, oldest first (migration 011). */
+  carriedInputs: Generated<string[]>;
   createdAt: Generated<Date>;
   lastActiveAt: Timestamp;
 }

@@ -212,6 +212,51 @@ describe('sessions', () => {
     expect(history.map((h: any) => h.status)).toEqual(['completed', 'stopped']);
   });
 
+  it('a turn stopped before the model saw its input (fetching its image): stopped at once, and the next turn holds the input once', async () => {
+    // An image server that takes the request and never answers.
+    let asked!: () => void;
+    const fetching = new Promise<void>((resolve) => (asked = resolve));
+    const silent = http.createServer(() => asked());
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/cat.png`;
+      const run = (await api.run({ appId, channelId, userId: 'erin', input: 'LOOK-AT-THIS-CAT', sessionId: 'erin-1', images: [{ url }] })).body.data;
+      await fetching;
+      expect((await api.stop(run.instanceId)).body.data).toEqual({ instanceId: run.instanceId, status: 'stopped' });
+      expect((await api.events(run.instanceId)).at(-1)).toMatchObject({ type: 'result', data: { status: 'stopped', output: null, error: null } });
+    } finally {
+      silent.closeAllConnections();
+      silent.close();
+    }
+    const next = fake.script(onTurn('AND-THIS-DOG', { blocks: [{ type: 'text', text: 'Both seen.' }] }));
+    const two = (await api.run({ appId, channelId, userId: 'erin', input: 'AND-THIS-DOG', sessionId: 'erin-1' })).body.data;
+    expect((await api.events(two.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed', output: 'Both seen.' });
+    expect(allText((await next.request).body).split('LOOK-AT-THIS-CAT')).toHaveLength(2);
+
+    // Delivered once: the turn after that has it from the conversation, not again in its prompt.
+    const third = fake.script(onTurn('AND-A-BIRD', { blocks: [{ type: 'text', text: 'Noted.' }] }));
+    const three = (await api.run({ appId, channelId, userId: 'erin', input: 'AND-A-BIRD', sessionId: 'erin-1' })).body.data;
+    await api.events(three.instanceId);
+    const seen = allText((await third.request).body);
+    expect(seen.split('LOOK-AT-THIS-CAT')).toHaveLength(2);
+    expect(seen.split('AND-THIS-DOG')).toHaveLength(2);
+  });
+
+  it('a turn stopped as soon as it runs stays in the conversation: the next turn holds its input once', async () => {
+    // For the turn itself, if the model is reached before the stop; not for the next turn's
+    // prompt, which may carry this input.
+    const own = (r: { body: unknown }) => turnText(r.body).includes('STOP-ME-AT-ONCE') && !turnText(r.body).includes('AFTER-THE-STOP');
+    fake.script({ blocks: [{ type: 'text', text: ['never ', 'mind'] }], pauseAfter: 1, match: own });
+    const run = (await api.run({ appId, channelId, userId: 'fay', input: 'STOP-ME-AT-ONCE', sessionId: 'fay-1' })).body.data;
+    await eventually(async () => (await api.instance(run.instanceId)).status === 'running', 'the turn to run');
+    await api.stop(run.instanceId);
+    expect((await api.events(run.instanceId)).at(-1)!.data.status).toBe('stopped');
+    const next = fake.script(onTurn('AFTER-THE-STOP', { blocks: [{ type: 'text', text: 'Right.' }] }));
+    const two = (await api.run({ appId, channelId, userId: 'fay', input: 'AFTER-THE-STOP', sessionId: 'fay-1' })).body.data;
+    await api.events(two.instanceId);
+    expect(allText((await next.request).body).split('STOP-ME-AT-ONCE')).toHaveLength(2);
+  });
+
   it('refuses a session of another user or another app, and an unknown userId creates the profile', async () => {
     fake.script(onTurn('ERIN-HELLO', { blocks: [{ type: 'text', text: 'Hi Erin.' }] }));
     const erin = await api.run({ appId, channelId, userId: 'erin', input: 'ERIN-HELLO', sessionId: 'erin-only' });

@@ -9,6 +9,7 @@ import * as m007 from './007_profiles_fillfactor.js';
 import * as m008 from './008_profile_records.js';
 import * as m009 from './009_delivery_retention.js';
 import * as m010 from './010_upload_ids.js';
+import * as m011 from './011_carried_inputs.js';
 
 // Ordered by name; add a file and a line here, never edit a migration that has shipped.
 const MIGRATIONS: Record<string, Migration> = {
@@ -22,6 +23,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '008_profile_records': m008,
   '009_delivery_retention': m009,
   '010_upload_ids': m010,
+  '011_carried_inputs': m011,
 };
 
 export const migrationProvider: MigrationProvider = {
