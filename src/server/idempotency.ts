@@ -44,7 +44,8 @@ export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
       path: routePath(request),
       idempotencyKey: key,
     };
-    const bodyHash = sha256Hex(canonicalJson(request.body ?? null));
+    // No body is {}: an endpoint without body fields takes either (CONTRACT §9).
+    const bodyHash = sha256Hex(canonicalJson(request.body ?? {}));
     const cutoff = new Date(ctx.now().getTime() - TTL_MS);
     const inserted = await ctx.db.transaction().execute(async (tx) => {
       await tx

@@ -2,12 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashKey } from '../../src/core/keys.js';
 import { sha256Hex } from '../../src/core/secrets.js';
 import { canonicalJson } from '../../src/server/idempotency.js';
+import { deploy } from '../files/bundle.js';
 import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
 
 let t: TestServer;
 let key: string;
 beforeAll(async () => {
-  t = await startTestServer();
+  t = await startTestServer({ listen: true });
   key = (await t.org()).key;
 });
 afterAll(async () => t?.close());
@@ -295,5 +296,16 @@ describe('Idempotency-Key', () => {
     const apps = await t.ctx.db.selectFrom('apps').select('id').where('slug', 'in', ['idem', 'idem-2']).execute();
     expect(apps).toHaveLength(1);
     expect((await t.call('POST', '/v1/app/create', { key, body: { slug: 'idem', type: 'claude' }, headers: { 'idempotency-key': 'x'.repeat(256) } })).status).toBe(400);
+  });
+
+  it('takes no body and {} as the same body where an endpoint documents no body fields', async () => {
+    const appId = (await t.call('POST', '/v1/app/create', { key, body: { slug: 'idem-nobody', type: 'claude' } })).body.data.id;
+    await deploy(t, key, appId, { 'CLAUDE.md': '# hi\n' });
+    const profile = (await t.call('POST', '/v1/profile/create', { key, body: { appId, identifier: 'nobody' } })).body.data;
+    const headers = { 'idempotency-key': 'download-1' };
+    const first = await t.call('POST', `/v1/state/download/${profile.headStateId}`, { key, headers });
+    expect(first.status).toBe(200);
+    const again = await t.call('POST', `/v1/state/download/${profile.headStateId}`, { key, body: {}, headers });
+    expect(again).toMatchObject({ status: 200, body: first.body, headers: { 'idempotent-replayed': 'true' } });
   });
 });
