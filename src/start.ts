@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Config } from './config.js';
+import { ConfigError, type Config } from './config.js';
 import type { Ctx } from './core/context.js';
 import { bootstrapOwner } from './core/keys.js';
 import { EventHub } from './core/events.js';
@@ -52,22 +52,13 @@ export interface Running {
 
 export async function start(config: Config, role: Role = 'all', opts: { listen?: boolean; logger?: boolean } = {}): Promise<Running> {
   const ctx = await createContext(config);
-  const ownerKey = await bootstrapOwner(ctx, config.userKey);
   let stopMaintenance: (() => Promise<void>) | undefined;
-  if (role !== 'api') {
-    await registerWorkers(ctx);
-    stopMaintenance = startMaintenance(ctx);
-  }
   let server: Server | undefined;
-  if (role !== 'worker') {
-    server = await buildServer(ctx, { logger: opts.logger ? { level: config.logLevel } : false });
-    if (opts.listen !== false) await server.listen({ port: config.port, host: config.host });
-  }
   let stopping: Promise<void> | undefined;
-  return {
+  const running: Running = {
     ctx,
-    server,
-    ownerKey,
+    server: undefined,
+    ownerKey: undefined,
     stop() {
       // Finish in-flight requests, then stop workers, then close the database.
       stopping ??= (async () => {
@@ -83,4 +74,32 @@ export async function start(config: Config, role: Role = 'all', opts: { listen?:
       return stopping;
     },
   };
+  try {
+    if (role !== 'api') {
+      await registerWorkers(ctx);
+      stopMaintenance = startMaintenance(ctx);
+    }
+    if (role !== 'worker') {
+      server = await buildServer(ctx, { logger: opts.logger ? { level: config.logLevel } : false });
+      running.server = server;
+      if (opts.listen !== false) await listen(server, config);
+    }
+    // Once listening: a first start that cannot listen must not create (and lose) the owner key.
+    running.ownerKey = await bootstrapOwner(ctx, config.userKey);
+  } catch (err) {
+    await running.stop().catch(() => {});
+    throw err;
+  }
+  return running;
+}
+
+async function listen(server: Server, config: Config): Promise<void> {
+  try {
+    await server.listen({ port: config.port, host: config.host });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw new ConfigError(`${config.host}:${config.port} is already in use (another harnesslayer, or another program): set PORT, or --port, to a free port.`);
+    if (code === 'EADDRNOTAVAIL') throw new ConfigError(`${config.host} is not an address of this machine: set HOST, or --host, to one (127.0.0.1, or 0.0.0.0 for every interface).`);
+    throw err;
+  }
 }

@@ -101,6 +101,37 @@ describe('harnesslayer CLI', () => {
     }
   });
 
+  it('a first start on a port in use says what to do, and the owner key comes with the start that listens', async () => {
+    const fresh = await cloneTemplate(); // no user yet: a first start
+    const where = { HARNESSLAYER_DATA_DIR: fresh.dataDir, ...(fresh.databaseUrl ? { DATABASE_URL: fresh.databaseUrl } : {}), HOST: '127.0.0.1' };
+    const busy = net.createServer().listen(0, '127.0.0.1');
+    await once(busy, 'listening');
+    const taken = (busy.address() as net.AddressInfo).port;
+    try {
+      const res = await run(['serve', '--port', String(taken)], where);
+      expect(res.code).toBe(1);
+      expect(res.stderr).toContain(`127.0.0.1:${taken} is already in use`);
+      expect(res.stderr).toContain('set PORT, or --port, to a free port');
+      expect(res.stdout).not.toContain('First start');
+    } finally {
+      busy.close();
+    }
+    const child = spawn(process.execPath, [BIN, 'serve', '--port', String(await freePort())], { env: env(where) });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', () => (out.includes('listening on') ? resolve() : undefined));
+        child.once('exit', (code) => reject(new Error(`serve exited ${code}: ${out}`)));
+      });
+      expect(out).toMatch(/First start: created the owner[\s\S]*dk-[A-Za-z0-9]{40}/);
+    } finally {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+      await fresh.drop();
+    }
+  });
+
   it('refuses an unknown LOG_LEVEL at start, naming the levels', async () => {
     const res = await run(['serve'], { LOG_LEVEL: 'verbose' });
     expect(res.code).toBe(1);

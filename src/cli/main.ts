@@ -36,6 +36,9 @@ program
     }
     const where = running.server ? `listening on http://${config.host}:${config.port}` : 'worker only';
     console.log(`harnesslayer ${opts.role}: ${where} (database: ${running.ctx.database.kind})`);
+    if (opts.role !== 'api' && !config.anthropicApiKey) {
+      console.warn('Warning: ANTHROPIC_API_KEY is not set. The API works, but every agent turn fails until it is set (restart with ANTHROPIC_API_KEY=...).');
+    }
     const shutdown = (signal: string) => {
       console.log(`${signal}: stopping. Requests in flight get their answers; running agent turns end failed ("run it again"); other jobs finish, or are taken up again by a worker.`);
       running.stop().then(
