@@ -14,7 +14,7 @@ export interface Config {
   blobCacheBytes: number;
   publicUrl: string;
   userKey: string | undefined;
-  /** Undefined: generated into the data dir on first start. */
+  /** Undefined: generated on first start and kept in the database. */
   secret: string | undefined;
   anthropicBaseUrl: string | undefined;
   anthropicApiKey: string | undefined;

@@ -51,6 +51,8 @@ describe('harnesslayer CLI', () => {
     const top = await run(['--help']);
     expect(top.stdout).toMatch(/serve/);
     expect(top.stdout).toMatch(/user/);
+    // Both commands that open the data dir take it as a flag.
+    for (const args of [['serve', '--help'], ['user', 'create', '--help']]) expect((await run(args)).stdout, args.join(' ')).toContain('--data-dir <dir>');
   });
 
   it('user create prints a working user key', async () => {

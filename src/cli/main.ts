@@ -58,8 +58,9 @@ user
   .command('create')
   .description('Create a user and print its API key once.')
   .option('--email <email>', 'the person this key belongs to')
-  .action(async (opts: { email?: string }) => {
-    const config = loadConfig();
+  .option('--data-dir <dir>', 'overrides HARNESSLAYER_DATA_DIR (as serve --data-dir)')
+  .action(async (opts: { email?: string; dataDir?: string }) => {
+    const config = loadConfig(process.env, opts.dataDir ? { dataDir: opts.dataDir } : {});
     const [{ createUser }, { migrate, openDatabase }] = await Promise.all([import('../core/keys.js'), import('../storage/db.js')]);
     const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? undefined : `${config.dataDir}/db` });
     try {

@@ -62,7 +62,7 @@ async function post(base: string, path: string, headers: Record<string, string>,
     const json = (await res.json()) as { success: boolean; data?: unknown; error?: string };
     return { ok: json.success, data: json.data, error: json.error ?? `HTTP ${res.status}` };
   } catch (err) {
-    return { ok: false, error: `cannot reach ${base}: ${(err as Error).message}` };
+    return { ok: false, error: `cannot reach ${base}: ${(err as Error).message}. Is the server running (harnesslayer serve)?` };
   }
 }
 

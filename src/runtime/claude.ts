@@ -128,7 +128,7 @@ export async function runClaudeTurn(opts: ClaudeTurnOptions): Promise<ClaudeTurn
     ending === 'timeout'
       ? [`The turn timed out after ${opts.timeoutMs} ms.`, 'timeout']
       : result
-        ? [resultError(result), result.subtype === 'success' ? 'api_error' : result.subtype]
+        ? [turn.explained(resultError(result)), result.subtype === 'success' ? 'api_error' : result.subtype]
         : [`Claude Code failed: ${crashMessage(crash, child.stderr.tail())}`, 'runtime_error'];
   if (!turn.errorEmitted || ending === 'timeout') emit({ type: 'error', data: { message, code } });
   return { ...base, status: 'failed', error: message };
@@ -215,11 +215,18 @@ class TurnMapper {
   /** Text of the latest assistant message that had text (the partial one after a stop). */
   lastText = '';
   errorEmitted = false;
+  /** The model endpoint refused the key (an assistant message with `error: authentication_failed`). */
+  keyRefused = false;
   streamUsage: Usage = { ...ZERO_USAGE };
   private started = false;
   private streamingId: string | null = null;
   private lastTextId: string | null = null;
   private readonly streamed = new Set<string>();
+
+  /** Claude Code's words for a refused key name its own settings; say which of ours to check. */
+  explained(message: string): string {
+    return this.keyRefused ? `${message} (the model endpoint refused the key: check ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL) on the server that runs turns)` : message;
+  }
 
   constructor(private readonly emit: EventSink) {}
 
@@ -247,7 +254,8 @@ class TurnMapper {
       if (m.error) {
         // An API failure arrives as an assistant message holding the error text.
         this.errorEmitted = true;
-        this.emit({ type: 'error', data: { message: text || m.error, code: m.error } });
+        this.keyRefused ||= m.error === 'authentication_failed';
+        this.emit({ type: 'error', data: { message: this.explained(text || m.error), code: m.error } });
         return;
       }
       // Without stream events (the CLI's non-streaming fallback) the text arrives whole.

@@ -254,6 +254,14 @@ describe('claude runtime', () => {
     expect(fake.requests).toHaveLength(4);
   });
 
+  it("a key the model endpoint refuses fails the turn, saying which of the server's settings to check", async () => {
+    const dirs = await profileDirs();
+    const { result, of } = await turn({ ...dirs, prompt: 'hi', anthropicApiKey: 'sk-wrong-key' });
+    expect(result.status).toBe('failed');
+    expect(result.error).toContain('check ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL) on the server');
+    expect(of('error').at(-1)!.message).toContain('check ANTHROPIC_API_KEY');
+  });
+
   it('falls back to a non-streaming request when a stream breaks', async () => {
     const dirs = await profileDirs();
     fake.script({ blocks: [{ type: 'text', text: ['half ', 'way'] }], streamErrorAfter: 1 });
