@@ -138,14 +138,16 @@ async function execute(ctx: Ctx, state: RunnerState, instance: Instance): Promis
     const carried = await carriedInputs(ctx, instance);
     const prompt = carriedPrompt(carried, instance.input ?? '');
     turn = await runtime({ ctx, instance, app, cwd: ws.cwd, prompt, images, abortSignal: abort.signal, onEvent: writer.push });
-    outcome = { status: turn.status, output: turn.output, error: turn.error, usage: turn.usage, conversation: { inputKept: turn.inputKept, carriedUsed: carried.length } };
+    // A turn that ended without a word has no output, as one stopped while queued (null, not "").
+    const output = turn.status !== 'completed' && turn.output === '' ? null : turn.output;
+    outcome = { status: turn.status, output, error: turn.error, usage: turn.usage, conversation: { inputKept: turn.inputKept, carriedUsed: carried.length } };
     if (why === 'shutdown' && turn.status === 'stopped') {
-      outcome = failedOutcome(new TurnError('The server shut down during the turn; run it again.', 'shutdown'), turn.output, turn.usage);
+      outcome = failedOutcome(new TurnError('The server shut down during the turn; run it again.', 'shutdown'), output, turn.usage);
     }
     try {
       after = await scan(ws, ctx.config.maxBundleBytes);
     } catch (err) {
-      outcome = failedOutcome(new TurnError((err as Error).message, 'files_not_saved'), turn.output, turn.usage);
+      outcome = failedOutcome(new TurnError((err as Error).message, 'files_not_saved'), output, turn.usage);
     }
   } catch (err) {
     // Stopped while it was being prepared (its images fetched, say): stopped, not failed.

@@ -250,7 +250,9 @@ describe('sessions', () => {
     const run = (await api.run({ appId, channelId, userId: 'fay', input: 'STOP-ME-AT-ONCE', sessionId: 'fay-1' })).body.data;
     await eventually(async () => (await api.instance(run.instanceId)).status === 'running', 'the turn to run');
     await api.stop(run.instanceId);
-    expect((await api.events(run.instanceId)).at(-1)!.data.status).toBe('stopped');
+    const result = (await api.events(run.instanceId)).at(-1)!.data;
+    expect(result.status).toBe('stopped');
+    expect(result.output === null || result.output.length > 0).toBe(true); // never ""
     const next = fake.script(onTurn('AFTER-THE-STOP', { blocks: [{ type: 'text', text: 'Right.' }] }));
     const two = (await api.run({ appId, channelId, userId: 'fay', input: 'AFTER-THE-STOP', sessionId: 'fay-1' })).body.data;
     await api.events(two.instanceId);
