@@ -69,7 +69,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     throw new ConfigError(`DATABASE_URL must start with postgres:// (got "${databaseUrl}")`);
   }
   const storage = overrides.storage ?? (env.HARNESSLAYER_STORAGE || `file:${path.join(dataDir, 'blobs')}`);
-  if (!storage.startsWith('file:') && !storage.startsWith('s3://')) {
+  if ((!storage.startsWith('file:') && !storage.startsWith('s3://')) || /^s3:\/\/(\/|$)/.test(storage)) {
     throw new ConfigError(`HARNESSLAYER_STORAGE must be file:<dir> or s3://bucket/prefix (got "${storage}")`);
   }
   const logLevel = overrides.logLevel ?? (env.LOG_LEVEL || 'info');

@@ -134,6 +134,14 @@ describe('harnesslayer CLI', () => {
     }
   });
 
+  it('says a database it cannot reach is one, not a failed migration', async () => {
+    const res = await run(['serve'], { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/test' });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain('cannot use the database');
+    expect(res.stderr).toContain('ECONNREFUSED');
+    expect(res.stderr).not.toContain('migration');
+  });
+
   it('refuses an unknown LOG_LEVEL at start, naming the levels', async () => {
     const res = await run(['serve'], { LOG_LEVEL: 'verbose' });
     expect(res.code).toBe(1);

@@ -139,6 +139,8 @@ export async function migrate(db: Db): Promise<void> {
   const { error, results } = await migrator.migrateToLatest();
   const failed = results?.find((r) => r.status === 'Error');
   if (error || failed) {
-    throw new Error(`database migration ${failed?.migrationName ?? ''} failed: ${String((error as Error)?.message ?? error)}`);
+    const why = String((error as Error)?.message ?? error);
+    // No migration ran: the database could not be reached (or its lock table written).
+    throw new Error(failed ? `database migration ${failed.migrationName} failed: ${why}` : `cannot use the database: ${why}`);
   }
 }

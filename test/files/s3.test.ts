@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config.js';
 import { collectStray } from '../../src/core/gc.js';
 import { materialize } from '../../src/runtime/workspace.js';
 import { HarnesslayerClient } from '../../src/sdk/client.js';
@@ -23,6 +24,7 @@ interface FakeS3 {
 
 let t: TestServer;
 let s3: FakeS3;
+let s3Port: number;
 let s3Dir: string;
 let key: string;
 const BUCKET = 'harnesslayer';
@@ -32,6 +34,7 @@ beforeAll(async () => {
   const S3rver = (await import('s3rver')).default as new (opts: object) => FakeS3;
   s3 = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: s3Dir, configureBuckets: [{ name: BUCKET }] });
   const { port } = await s3.run();
+  s3Port = port;
   // The SDK's default credential chain reads these (this file runs in its own process).
   process.env.AWS_ACCESS_KEY_ID = 'S3RVER';
   process.env.AWS_SECRET_ACCESS_KEY = 'S3RVER';
@@ -62,6 +65,14 @@ let n = 0;
 const createApp = async (type: 'claude' | 'openclaw' = 'claude') => (await t.call('POST', '/v1/app/create', { key, body: { slug: `s3-${++n}`, type } })).body.data.id as string;
 
 describe('S3 driver', () => {
+  it('refuses at start a bucket that does not exist, naming it, and an empty bucket name', async () => {
+    const config = { ...t.config, storage: 's3://no-such-bucket/p', s3: { endpoint: `http://127.0.0.1:${s3Port}`, region: 'us-east-1' } };
+    await expect(openBlobStore(config, t.ctx.secrets)).rejects.toThrow(new ConfigError('HARNESSLAYER_STORAGE names the S3 bucket "no-such-bucket", which cannot be used (it does not exist). Check the bucket name, S3_ENDPOINT, S3_REGION and the AWS credentials.'));
+    for (const storage of ['s3://', 's3:///prefix']) {
+      expect(() => loadConfig({ HARNESSLAYER_STORAGE: storage })).toThrow(ConfigError);
+    }
+  });
+
   it('reports the blob store in /healthz', async () => {
     const res = await t.call('GET', '/healthz', { key: '' });
     expect(res.status).toBe(200);

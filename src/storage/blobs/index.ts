@@ -1,5 +1,5 @@
 import path from 'node:path';
-import type { Config } from '../../config.js';
+import { ConfigError, type Config } from '../../config.js';
 import { BlobCache } from './cache.js';
 import type { BlobStore } from './driver.js';
 import { LocalBlobStore, type Signer } from './local.js';
@@ -19,7 +19,16 @@ export async function openBlobStore(config: Config, signer: Signer): Promise<Blo
       cache = new BlobCache(path.join(config.dataDir, 'blob-cache'), config.blobCacheBytes);
       await cache.init();
     }
-    return new S3BlobStore({ bucket, prefix, endpoint: config.s3.endpoint, region: config.s3.region }, cache);
+    const store = new S3BlobStore({ bucket, prefix, endpoint: config.s3.endpoint, region: config.s3.region }, cache);
+    // At start, not at the first upload: a bucket that is missing or refuses our credentials
+    // would otherwise pass for files the client forgot to send.
+    await store.check().catch(async (err: { name?: string; message?: string; $metadata?: { httpStatusCode?: number } }) => {
+      await store.close();
+      const status = err.$metadata?.httpStatusCode;
+      const why = status === 404 ? 'it does not exist' : status === 403 ? 'the credentials may not use it' : `${err.name ?? 'error'}: ${err.message ?? ''}`.trim();
+      throw new ConfigError(`HARNESSLAYER_STORAGE names the S3 bucket "${bucket}", which cannot be used (${why}). Check the bucket name, S3_ENDPOINT, S3_REGION and the AWS credentials.`);
+    });
+    return store;
   }
   const store = new LocalBlobStore(config.storage.slice('file:'.length), signer, () => config.publicUrl);
   await store.init();
