@@ -22,10 +22,15 @@ export async function openBlobStore(config: Config, signer: Signer): Promise<Blo
     const store = new S3BlobStore({ bucket, prefix, endpoint: config.s3.endpoint, region: config.s3.region }, cache);
     // At start, not at the first upload: a bucket that is missing or refuses our credentials
     // would otherwise pass for files the client forgot to send.
+    // (HeadBucket needs s3:ListBucket: credentials limited to objects get a warning only.)
     await store.check().catch(async (err: { name?: string; message?: string; $metadata?: { httpStatusCode?: number } }) => {
-      await store.close();
       const status = err.$metadata?.httpStatusCode;
-      const why = status === 404 ? 'it does not exist' : status === 403 ? 'the credentials may not use it' : `${err.name ?? 'error'}: ${err.message ?? ''}`.trim();
+      if (status === 403) {
+        console.warn(`[storage] the credentials may not look at S3 bucket "${bucket}" (HeadBucket: 403); if uploads fail, check them.`);
+        return;
+      }
+      await store.close();
+      const why = status === 404 ? 'it does not exist' : `${err.name ?? 'error'}: ${err.message ?? ''}`.trim();
       throw new ConfigError(`HARNESSLAYER_STORAGE names the S3 bucket "${bucket}", which cannot be used (${why}). Check the bucket name, S3_ENDPOINT, S3_REGION and the AWS credentials.`);
     });
     return store;
