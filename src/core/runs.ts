@@ -343,6 +343,15 @@ async function stopTurnsOf(ctx: Ctx, owner: { profileId: string } | { appId: str
  */
 export async function purgeProfileRuns(ctx: Ctx, profileId: string): Promise<void> {
   await stopTurnsOf(ctx, { profileId });
+  // Group sessions outlive the profile: their counts are taken again once its turns are gone.
+  const groups = await ctx.db
+    .selectFrom('instances as i')
+    .innerJoin('sessions as s', (j) => j.onRef('s.organizationId', '=', 'i.organizationId').onRef('s.id', '=', 'i.sessionId'))
+    .select(['s.organizationId', 's.id'])
+    .where('i.profileId', '=', profileId)
+    .where('s.type', '=', 'group')
+    .distinct()
+    .execute();
   for (;;) {
     const ids = (await ctx.db.selectFrom('instances').select('id').where('profileId', '=', profileId).limit(PURGE_BATCH).execute()).map((i) => i.id);
     if (ids.length === 0) break;
@@ -359,6 +368,23 @@ export async function purgeProfileRuns(ctx: Ctx, profileId: string): Promise<voi
   }
   await ctx.db.deleteFrom('history').where('profileId', '=', profileId).execute();
   await ctx.db.deleteFrom('conflicts').where('profileId', '=', profileId).execute();
+  for (const g of groups) await recountSession(ctx, g.organizationId, g.id);
+}
+
+/** A session's `turns` (its ended instances) and `lastInstanceId`, counted from its instances. */
+async function recountSession(ctx: Ctx, organizationId: string, sessionId: string): Promise<void> {
+  await ctx.db.transaction().execute(async (tx) => {
+    // Locked first, counted after: a turn of the session ending meanwhile is counted once.
+    const locked = await tx.selectFrom('sessions').select('id').where('organizationId', '=', organizationId).where('id', '=', sessionId).forUpdate().executeTakeFirst();
+    if (!locked) return;
+    await sql`
+      update sessions s
+         set turns = (select count(*) from instances i
+                       where i.organization_id = s.organization_id and i.session_id = s.id and i.status in ('completed', 'failed', 'stopped')),
+             last_instance_id = (select i.id from instances i
+                                  where i.organization_id = s.organization_id and i.session_id = s.id order by i.run_order desc limit 1)
+       where s.organization_id = ${organizationId} and s.id = ${sessionId}`.execute(tx);
+  });
 }
 // First: the profile's files are removed only once none of its turns can write them.
 profileDeletionSteps.unshift(purgeProfileRuns);

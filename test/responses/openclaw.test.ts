@@ -143,6 +143,11 @@ describe('openclaw apps', { timeout: 240_000 }, () => {
     expect(await files((await api.instance(dan.instanceId)).stateId)).toContainEqual({ name: 'MEMORY.md', hash: sha('Dan was here.\n'), size: 14 });
     expect(await files((await api.instance(second.instanceId)).stateId)).toContainEqual({ name: 'MEMORY.md', hash: sha(WORKSPACE['MEMORY.md']), size: WORKSPACE['MEMORY.md'].length });
     expect((await api.call('GET', `/v1/session/${session.id}`)).body.data).toMatchObject({ type: 'group', profileId: null, turns: 2, lastInstanceId: second.instanceId });
+
+    // Deleting Erin's profile takes her turn out of the group session's count; Dan's stays.
+    expect((await api.call('DELETE', `/v1/profile/${second.profileId}`)).status).toBe(200);
+    await eventually(async () => (await api.call('GET', `/v1/profile/${second.profileId}`)).status === 404, 'the profile to be deleted');
+    expect((await api.call('GET', `/v1/session/${session.id}`)).body.data).toMatchObject({ turns: 1, lastInstanceId: dan.instanceId });
   });
 
   it('two new conversations started at once both complete', async () => {
