@@ -63,7 +63,23 @@ export class Queue {
   async start(): Promise<void> {
     await this.boss.start();
     for (const [name, options] of Object.entries(JOBS)) await this.ensureQueue(name, options);
+    if (this.database.kind === 'pglite') await this.takeUpOrphans();
     this.started = true;
+  }
+
+  /**
+   * The embedded database serves one process at a time, so a job still active when it starts
+   * was held by the process before, which is gone (killed, or its machine lost power). Its
+   * lease is over now: pg-boss retries it as it would once the lease ran out (or fails it,
+   * past its retries), instead of leaving it for up to `leaseSeconds`. A run's instance is
+   * ended by the run reaper, as for any worker that went silent.
+   */
+  private async takeUpOrphans(): Promise<void> {
+    const { rows } = await this.database.executeSql(
+      `update pgboss.job set started_on = now() - expire_in - interval '1 second' where state = 'active' returning id`,
+      [],
+    );
+    if (rows.length > 0) await this.boss.expire();
   }
 
   /**

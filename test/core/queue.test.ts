@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../src/config.js';
@@ -118,6 +119,30 @@ describe('job queue', () => {
     } finally {
       await admin(`drop database if exists ${name} with (force)`);
       for (const dir of dirs) await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+// The embedded database belongs to one process: a job still active when it starts was held
+// by a process that is gone (killed, or its machine lost power).
+describe.runIf(TEST_DB_KIND === 'pglite')('a restart on the embedded database', () => {
+  it('takes up at once the jobs the process before it held, instead of waiting out their 300 s lease', async () => {
+    const before = await startTestServer({ role: 'api' }); // no workers: the job stays queued
+    const { key } = await before.org();
+    const appId = (await before.call('POST', '/v1/app/create', { key, body: { slug: 'restart', type: 'claude' } })).body.data.id;
+    const profile = (await before.call('POST', '/v1/profile/create', { key, body: { appId, identifier: 'gone' } })).body.data;
+    expect((await before.call('DELETE', `/v1/profile/${profile.id}`, { key })).status).toBe(200);
+    // A worker took the deletion job and died with it: active, its lease running.
+    const taken = await sql`update pgboss.job set state = 'active', started_on = now() where name = 'delete-profile' and state = 'created'`.execute(before.ctx.db);
+    expect(Number(taken.numAffectedRows)).toBe(1);
+    await before.close({ keepDatabase: true });
+
+    const after = await startTestServer({ database: before.database });
+    try {
+      // Retried after the job's own retry delay, found by the next poll: seconds, not 300 s.
+      await eventually(async () => (await after.call('GET', `/v1/profile/${profile.id}`, { key })).status === 404, 'the deletion to finish', 60_000);
+    } finally {
+      await after.close();
     }
   });
 });

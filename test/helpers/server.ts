@@ -22,14 +22,16 @@ export interface TestServer {
   call<T = any>(method: string, path: string, opts?: { key?: string; body?: unknown; headers?: Record<string, string> }): Promise<ApiReply<T>>;
   /** Creates an organization and returns its organization key. */
   org(slug?: string): Promise<{ key: string; id: string; slug: string }>;
-  close(): Promise<void>;
+  /** Stops the server and drops its database, unless `keepDatabase` (to start again on it). */
+  close(opts?: { keepDatabase?: boolean }): Promise<void>;
 }
 
 const USER_KEY = 'dk-TestUserKey0000000000000000000000000000';
 let counter = 0;
 
-export async function startTestServer(opts: { listen?: boolean; role?: Role; config?: Partial<Config> } = {}): Promise<TestServer> {
-  const database = await cloneTemplate();
+/** `database`: start on that one (a restart) instead of a fresh copy of the template. */
+export async function startTestServer(opts: { listen?: boolean; role?: Role; config?: Partial<Config>; database?: TestDatabase } = {}): Promise<TestServer> {
+  const database = opts.database ?? (await cloneTemplate());
   const config = loadConfig(
     { HARNESSLAYER_ALLOW_PRIVATE_URLS: '1' },
     {
@@ -73,9 +75,9 @@ export async function startTestServer(opts: { listen?: boolean; role?: Role; con
       if (res.status !== 200) throw new Error(`org create failed: ${JSON.stringify(res.body)}`);
       return { key: res.body.data.apiKey, id: res.body.data.id, slug };
     },
-    async close() {
+    async close(o = {}) {
       await running.stop();
-      await database.drop();
+      if (!o.keepDatabase) await database.drop();
     },
   };
 }
