@@ -66,8 +66,24 @@ export async function startRun(ctx: Ctx, organizationId: string, input: RunInput
     }
     await checkSessionFor(ctx, app, input.userId, input.sessionId);
   }
-  const profile = await resolveProfile(ctx, app, input.userId);
+  for (let attempt = 1; ; attempt++) {
+    const profile = await resolveProfile(ctx, app, input.userId);
+    const reply = await queueRun(ctx, organizationId, app, channel, profile, input, images);
+    if (reply) return reply;
+    // The profile was deleted between the lookup and the transaction: the user id now names
+    // no profile, or a new one. Looked up again.
+    if (attempt >= 3) throw new ConflictError(`The profile of user "${input.userId}" is being deleted; run again.`, 'profile_deleting');
+  }
+}
+
+/** The run's transaction; null when the profile is no longer active (its deletion committed first). */
+async function queueRun(ctx: Ctx, organizationId: string, app: App, channel: { id: string }, profile: Profile, input: RunInput, images: RunImage[]): Promise<RunReply | null> {
   return ctx.events.transaction(async (tx, signal) => {
+    // Shared lock: runs of the profile go on together, its deletion waits for them (and a run
+    // waits for a deletion in progress, then sees it). So every instance of a profile is
+    // committed before its deletion, and its deletion job finds them all.
+    const live = await tx.selectFrom('profiles').select('status').where('id', '=', profile.id).forShare().executeTakeFirst();
+    if (live?.status !== 'active') return null;
     const sessionId = await resolveSession(ctx, tx, app, profile, input.sessionId);
     const now = ctx.now();
     await charge(ctx, tx, profile, now);
