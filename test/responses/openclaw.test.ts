@@ -211,7 +211,7 @@ describe('openclaw apps', { timeout: 240_000 }, () => {
     expect(events.filter((e) => e.type === 'error').map((e) => e.data.code)).toEqual(['gateway_error']);
     expect(await api.instance(run.instanceId)).toMatchObject({ status: 'failed', completedAt: expect.any(String) });
     // The turn fails when its connection drops, which can come before the process's exit is
-    // seen; a turn in between would still be given the dying gateway (see the notes).
+    // seen; a turn in between would still be given the dying gateway and fail (a known gap).
     await new Promise<void>((resolve) => before.onExit(resolve));
 
     fake.script(onTurn('ARE-YOU-THERE', { blocks: [{ type: 'text', text: 'Back again.' }] }));
