@@ -157,11 +157,14 @@ async function execute(ctx: Ctx, state: RunnerState, instance: Instance): Promis
     clearInterval(renew);
   }
   await writer.drain();
+  let ended = false;
   try {
-    await record(ctx, state, instance, outcome, ws, after, turn);
+    ended = await record(ctx, state, instance, outcome, ws, after, turn);
   } finally {
     state.runs.delete(instance.id);
-    await fs.rm(root, { recursive: true, force: true }).catch(() => {});
+    // A turn reaped meanwhile leaves the directory alone: the session's next turn may be using
+    // it already (it removes what a turn left behind before it starts).
+    if (ended) await fs.rm(root, { recursive: true, force: true }).catch(() => {});
   }
 }
 
@@ -190,8 +193,11 @@ function failedOutcome(err: unknown, output: string | null, usage: Usage = { ...
 
 class LostInstance extends Error {}
 
-/** The final transaction; if saving the files fails, the instance still ends (failed, saying so). */
-async function record(ctx: Ctx, state: RunnerState, instance: Instance, outcome: Outcome, ws: Workspace | undefined, after: Map<string, WorkFile> | undefined, turn: TurnOutcome | undefined): Promise<void> {
+/**
+ * The final transaction; if saving the files fails, the instance still ends (failed, saying so).
+ * False when this worker no longer held the instance (reaped: it had ended already).
+ */
+async function record(ctx: Ctx, state: RunnerState, instance: Instance, outcome: Outcome, ws: Workspace | undefined, after: Map<string, WorkFile> | undefined, turn: TurnOutcome | undefined): Promise<boolean> {
   const guard = { workerId: state.workerId };
   const end = (withFiles: boolean, o: Outcome) =>
     ctx.events.transaction(async (tx, signal) => {
@@ -204,12 +210,18 @@ async function record(ctx: Ctx, state: RunnerState, instance: Instance, outcome:
     });
   try {
     await end(true, outcome);
+    return true;
   } catch (err) {
-    if (err instanceof LostInstance) return; // reaped meanwhile: it has ended already
+    if (err instanceof LostInstance) return false; // reaped meanwhile: it has ended already
     const message = `The turn ran, but its files could not be saved: ${(err as Error).message}`;
-    await end(false, { ...outcome, status: 'failed', error: message, events: [...(outcome.events ?? []), { type: 'error', data: { message, code: 'files_not_saved' } }] }).catch((e) => {
-      if (!(e instanceof LostInstance)) console.error('[runs] could not record instance', instance.id, (e as Error).message);
-    });
+    return end(false, { ...outcome, status: 'failed', error: message, events: [...(outcome.events ?? []), { type: 'error', data: { message, code: 'files_not_saved' } }] }).then(
+      () => true,
+      (e) => {
+        if (e instanceof LostInstance) return false;
+        console.error('[runs] could not record instance', instance.id, (e as Error).message);
+        return true;
+      },
+    );
   }
 }
 

@@ -695,7 +695,8 @@ describe('resilience', () => {
 
     fake.script(onTurn('AFTER-CRASH', { blocks: [{ type: 'text', text: 'Back.' }] }));
     const next = (await api.run({ appId, channelId, userId: 'ned', input: 'AFTER-CRASH', sessionId: 'ned-1' })).body.data;
-    expect((await api.events(next.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed', output: 'Back.' });
+    const end = (await api.events(next.instanceId)).at(-1)!.data;
+    expect(end, String(end.error)).toMatchObject({ status: 'completed', output: 'Back.' });
   });
 });
 
