@@ -5,7 +5,7 @@ import { newId } from './ids.js';
 import { appDeletionSteps } from './apps.js';
 import { profileDeletionSteps } from './profiles.js';
 import { findInstance } from './records.js';
-import { isFinalStatus, resultEvent, ZERO_USAGE, type FinalStatus, type RuntimeEvent, type Usage } from '../runtime/events.js';
+import { FINAL_STATUSES, isFinalStatus, resultEvent, ZERO_USAGE, type FinalStatus, type RuntimeEvent, type Usage } from '../runtime/events.js';
 import { refundRun } from './usage.js';
 import type { Tx } from '../storage/db.js';
 import type { Instance } from '../storage/schema.js';
@@ -380,7 +380,7 @@ async function recountSession(ctx: Ctx, organizationId: string, sessionId: strin
     await sql`
       update sessions s
          set turns = (select count(*) from instances i
-                       where i.organization_id = s.organization_id and i.session_id = s.id and i.status in ('completed', 'failed', 'stopped')),
+                       where i.organization_id = s.organization_id and i.session_id = s.id and i.status = any(${[...FINAL_STATUSES]}::text[])),
              last_instance_id = (select i.id from instances i
                                   where i.organization_id = s.organization_id and i.session_id = s.id order by i.run_order desc limit 1)
        where s.organization_id = ${organizationId} and s.id = ${sessionId}`.execute(tx);
