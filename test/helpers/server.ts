@@ -1,4 +1,5 @@
 import type { AddressInfo } from 'node:net';
+import { sql } from 'kysely';
 import { loadConfig, type Config } from '../../src/config.js';
 import type { Ctx } from '../../src/core/context.js';
 import { start, type Role } from '../../src/start.js';
@@ -80,6 +81,14 @@ export async function startTestServer(opts: { listen?: boolean; role?: Role; con
       if (!o.keepDatabase) await database.drop();
     },
   };
+}
+
+/** Until a transaction of this PostgreSQL database waits for a lock (`what` waits on it). */
+export async function lockWaited(t: TestServer, what: string): Promise<void> {
+  await eventually(async () => {
+    const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_locks where not granted`.execute(t.ctx.db);
+    return rows[0].n > 0;
+  }, what);
 }
 
 /** Polls `check` until it returns a value (waiting on the row, never a fixed sleep). */

@@ -1,8 +1,7 @@
-import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deploy } from '../files/bundle.js';
 import { TEST_DB_KIND } from '../helpers/databases.js';
-import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
+import { lockWaited, startTestServer, type TestServer } from '../helpers/server.js';
 
 // Two transactions at once on one profile need PostgreSQL: PGlite runs one at a time.
 describe.runIf(TEST_DB_KIND === 'postgres')('a run racing the deletion of its profile', () => {
@@ -33,10 +32,7 @@ describe.runIf(TEST_DB_KIND === 'postgres')('a run racing the deletion of its pr
     await isMarked;
     // The run still finds the profile active (the deletion has not committed) ...
     const run = t.call('POST', '/v1/response/run', { key, body: { appId, channelId, userId: 'uma', input: 'hi' } });
-    await eventually(async () => {
-      const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_locks where not granted`.execute(t.ctx.db);
-      return rows[0].n > 0;
-    }, 'the run to wait on the profile');
+    await lockWaited(t, 'the run to wait on the profile');
     commit();
     await deletion;
     // ... and once the deletion commits, it takes the user's new profile instead.

@@ -1,10 +1,9 @@
-import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { commitState } from '../../src/core/states.js';
 import { stateFiles, storeBlob } from '../../src/core/trees.js';
 import { deploy } from '../files/bundle.js';
 import { TEST_DB_KIND } from '../helpers/databases.js';
-import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
+import { eventually, lockWaited, startTestServer, type TestServer } from '../helpers/server.js';
 
 // Two transactions at once on one profile need PostgreSQL: PGlite runs one at a time.
 describe.runIf(TEST_DB_KIND === 'postgres')('a sync whose batch waits on a profile a writer is committing', () => {
@@ -40,10 +39,7 @@ describe.runIf(TEST_DB_KIND === 'postgres')('a sync whose batch waits on a profi
     await headMoved;
     const sync = (await t.call('POST', '/v1/version/sync', { key, body: { appId: app.id } })).body.data;
     // The sync's batch now waits for the writer's row lock.
-    await eventually(async () => {
-      const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_locks where not granted`.execute(t.ctx.db);
-      return rows[0].n > 0;
-    }, 'the sync to wait on the profile lock');
+    await lockWaited(t, 'the sync to wait on the profile lock');
     commit();
     const written = await writer;
 
