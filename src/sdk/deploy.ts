@@ -6,7 +6,7 @@ import path from 'node:path';
 import ignore from 'ignore';
 import { eachLimit } from '../core/concurrency.js';
 import type { HarnesslayerClient } from './client.js';
-import { HashPool } from './hash-pool.js';
+import { HashPool } from '../core/hash-pool.js';
 import { TAR_END, tarHeader, tarPadding } from './tar.js';
 
 export interface LocalFile {

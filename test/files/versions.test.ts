@@ -309,6 +309,41 @@ describe('batch upload URL', () => {
     expect((await complete(appId, up)).status).toBe(200);
   });
 
+  it('cuts a mismatching entry out from between good ones, and keeps repeated content once', async () => {
+    const appId = await newApp();
+    const files = { 'a.txt': 'aaa', 'b.txt': 'bbb', 'c.txt': 'ccc', 'd.txt': 'aaa' };
+    const up = (await upload(appId, files)).body.data;
+    const res = await putBatch(
+      up.batchUrl,
+      await tarball([
+        { name: 'a.txt', data: 'aaa' },
+        { name: 'b.txt', data: 'not b' },
+        { name: 'c.txt', data: 'ccc' },
+        { name: 'd.txt', data: 'aaa' },
+      ]),
+    );
+    const body = (await res.json()) as { details: { stored: number; mismatched: unknown[] } };
+    expect(res.status, JSON.stringify(body)).toBe(400);
+    expect(body.details).toMatchObject({ stored: 3, mismatched: [{ name: 'b.txt', expected: ref('bbb'), actual: ref('not b') }] });
+    // The pack holds a.txt's bytes once and c.txt's, nothing of b.txt's.
+    const stage = path.join(blobDir(), 'uploads', up.uploadId);
+    const names = await fs.readdir(stage);
+    const pack = names.find((n) => n.startsWith('pack-') && !n.endsWith('.idx'))!;
+    expect(names.sort()).toEqual([pack, `${pack}.idx`]);
+    expect(await fs.readFile(path.join(stage, pack), 'utf8')).toBe('aaaccc');
+    const index = JSON.parse(await fs.readFile(path.join(stage, `${pack}.idx`), 'utf8')) as [number, string, number, number][];
+    expect(index.map(([i, , offset, size]) => [i, offset, size])).toEqual([
+      [0, 0, 3],
+      [2, 3, 3],
+      [3, 0, 3],
+    ]);
+    expect((await put(up.uploadUrls[1], 'bbb')).status).toBe(200);
+    const done = await complete(appId, up);
+    expect(done.status).toBe(200);
+    const got = await download((await t.call('GET', `/v1/version/download/${done.body.data.id}`, { key })).body.data.url);
+    expect(asStrings(got)).toEqual(files);
+  });
+
   it('refuses a body that is not a tar, and an altered or expired batch URL', async () => {
     const appId = await newApp();
     const up = (await upload(appId, { 'a.txt': 'only in the refusal test' })).body.data;
