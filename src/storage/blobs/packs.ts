@@ -53,8 +53,16 @@ async function openForReading(pack: string): Promise<fs.FileHandle | null> {
   });
 }
 
+/**
+ * Blobs up to this size are read synchronously: a read from the page cache holds the event
+ * loop for microseconds, where three thread-pool round trips (open, read, close) cost tens of
+ * them each; `complete` reads a batch's small files this way (docs/PERFORMANCE.md, "Upload").
+ */
+const READ_SYNC_UP_TO = 1024 * 1024;
+
 /** The bytes of one packed blob; null when the pack is gone. */
 export async function readPacked(blob: PackedBlob): Promise<Buffer | null> {
+  if (blob.size <= READ_SYNC_UP_TO) return readPackedSync(blob);
   const handle = await openForReading(blob.pack);
   if (!handle) return null;
   try {
@@ -62,13 +70,38 @@ export async function readPacked(blob: PackedBlob): Promise<Buffer | null> {
     let done = 0;
     while (done < blob.size) {
       const { bytesRead } = await handle.read(bytes, done, blob.size - done, blob.offset + done);
-      if (bytesRead === 0) throw new Error(`pack ${blob.pack} ends before its blob at ${blob.offset}+${blob.size}`);
+      if (bytesRead === 0) throw packEnded(blob);
       done += bytesRead;
     }
     return bytes;
   } finally {
     await handle.close();
   }
+}
+
+function readPackedSync(blob: PackedBlob): Buffer | null {
+  let fd: number;
+  try {
+    fd = openSync(blob.pack, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  try {
+    const bytes = Buffer.allocUnsafe(blob.size);
+    for (let done = 0; done < blob.size; ) {
+      const n = readSync(fd, bytes, done, blob.size - done, blob.offset + done);
+      if (n === 0) throw packEnded(blob);
+      done += n;
+    }
+    return bytes;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function packEnded(blob: PackedBlob): Error {
+  return new Error(`pack ${blob.pack} ends before its blob at ${blob.offset}+${blob.size}`);
 }
 
 /** A packed blob as a stream; null when the pack is gone. */
