@@ -9,7 +9,7 @@ import { HASH_NAME, HashMismatchError, TooLargeError, type BlobStore, type Stage
 import { HashPool } from '../../core/hash-pool.js';
 import { DirectorySyncs, syncFile } from './durable.js';
 import { removeStaleTemp } from './leftovers.js';
-import { INDEX_SUFFIX, PACK_PREFIX, PackWriter, readPackIndex, readPacked, streamPacked, type PackEntry, type PackedBlob, type RangeHasher } from './packs.js';
+import { INDEX_SUFFIX, PACK_PREFIX, PackWriter, readPackIndex, readPacked, readPackedSync, streamPacked, type PackEntry, type PackedBlob, type RangeHasher } from './packs.js';
 
 export interface Signer {
   sign(payload: string): string;
@@ -242,8 +242,9 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async verifyStaged(stage: string, index: number, _hash: string, inlineLimit: number): Promise<StagedCheck> {
-    // Hashed while it streamed in (receive, PackWriter) or written by us (putStaged), and
-    // renamed into place (a pack: indexed) only then: what is staged holds its declared content.
+    // Hashed while it streamed in (receive) or written by us (putStaged), and renamed into place
+    // only then; a pack is indexed only with the files that matched their hashes (PackWriter):
+    // what is staged holds its declared content.
     let packed = (await this.stagedPacks(stage, false)).files.get(index);
     if (!packed) {
       const file = this.stagedPath(stage, index);
@@ -253,7 +254,7 @@ export class LocalBlobStore implements BlobStore {
       if (!packed) return { status: 'missing' };
     }
     if (packed.size > inlineLimit) return { status: 'ok', size: packed.size };
-    const bytes = await readPacked(packed);
+    const bytes = readPackedSync(packed); // at most inlineLimit, and most often staged moments ago
     return bytes ? { status: 'ok', size: packed.size, bytes } : { status: 'missing' };
   }
 

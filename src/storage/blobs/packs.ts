@@ -53,16 +53,8 @@ async function openForReading(pack: string): Promise<fs.FileHandle | null> {
   });
 }
 
-/**
- * Blobs up to this size are read synchronously: a read from the page cache holds the event
- * loop for microseconds, where three thread-pool round trips (open, read, close) cost tens of
- * them each; `complete` reads a batch's small files this way (docs/PERFORMANCE.md, "Upload").
- */
-const READ_SYNC_UP_TO = 1024 * 1024;
-
 /** The bytes of one packed blob; null when the pack is gone. */
 export async function readPacked(blob: PackedBlob): Promise<Buffer | null> {
-  if (blob.size <= READ_SYNC_UP_TO) return readPackedSync(blob);
   const handle = await openForReading(blob.pack);
   if (!handle) return null;
   try {
@@ -79,7 +71,13 @@ export async function readPacked(blob: PackedBlob): Promise<Buffer | null> {
   }
 }
 
-function readPackedSync(blob: PackedBlob): Buffer | null {
+/**
+ * readPacked, synchronously: for a small blob of a pack just written, so in the page cache,
+ * where a read holds the event loop for microseconds and three thread-pool round trips (open,
+ * read, close) cost tens of them each. `complete` reads a batch's small files this way
+ * (docs/PERFORMANCE.md, "Upload"); a pack that may be cold on the disk is read with readPacked.
+ */
+export function readPackedSync(blob: PackedBlob): Buffer | null {
   let fd: number;
   try {
     fd = openSync(blob.pack, 'r');
@@ -167,7 +165,7 @@ export class PackWriter {
 
   private constructor(
     readonly file: string,
-    private fd: number,
+    private readonly fd: number,
     /** Writes the index next to the pack (atomically). */
     private readonly writeIndex: (json: string) => Promise<void>,
     private readonly hashRange: RangeHasher,
