@@ -6,7 +6,7 @@ import type { Ctx } from './context.js';
 import { AppError, BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError } from './errors.js';
 import { newId } from './ids.js';
 import { BundleNames, MAX_FILES, hashRef, lockBlobs, parseHash, pathProblem, saveBlobs, type TreeEntry } from './trees.js';
-import { INLINE_LIMIT, TooLargeError } from '../storage/blobs/driver.js';
+import { HashMismatchError, INLINE_LIMIT, TooLargeError } from '../storage/blobs/driver.js';
 import type { LocalBlobStore } from '../storage/blobs/local.js';
 import type { Tx } from '../storage/db.js';
 import { isUniqueViolation } from '../storage/pg-errors.js';
@@ -161,6 +161,15 @@ export async function receiveBatch(ctx: Ctx, store: LocalBlobStore, uploadId: st
   const limit = ctx.config.maxBundleBytes;
   const result: BatchResult = { stored: 0, mismatched: [], unknown: [] };
   const pack = await store.openPack(uploadId);
+  const check = async (name: string, hash: string, write: () => Promise<unknown>) => {
+    try {
+      await write();
+      result.stored++;
+    } catch (err) {
+      if (!(err instanceof HashMismatchError)) throw err;
+      result.mismatched.push({ name, expected: hashRef(hash), actual: hashRef(err.actual) });
+    }
+  };
   const extract = tar.extract();
   const entries = (async () => {
     let total = 0;
@@ -177,9 +186,7 @@ export async function receiveBatch(ctx: Ctx, store: LocalBlobStore, uploadId: st
         continue;
       }
       // Appended as it streams, never gathered in memory: no copy, and less for the collector.
-      // Its hash is checked when the pack is finished.
-      await pack.addStream(file.index, file.hash, entry as AsyncIterable<Buffer>, limit);
-      result.stored++;
+      await check(name, file.hash, () => pack.addStream(file.index, file.hash, entry as AsyncIterable<Buffer>, limit));
     }
   })();
   const feed = pipeline(body, extract);
@@ -195,10 +202,7 @@ export async function receiveBatch(ctx: Ctx, store: LocalBlobStore, uploadId: st
     if ((err as NodeJS.ErrnoException).syscall) throw err; // the store failed, not the client
     throw new BadRequestError(`The body is not a complete tar archive (${(err as Error).message}); the files before this point were stored.`);
   }
-  for (const m of await pack.finish()) {
-    result.stored--;
-    result.mismatched.push({ name: upload.files[m.index].name, expected: hashRef(m.hash), actual: hashRef(m.actual) });
-  }
+  await pack.finish();
   await receivedUpload(ctx, uploadId);
   return result;
 }

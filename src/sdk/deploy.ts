@@ -6,7 +6,7 @@ import path from 'node:path';
 import ignore from 'ignore';
 import { eachLimit } from '../core/concurrency.js';
 import type { HarnesslayerClient } from './client.js';
-import { HashPool } from '../core/hash-pool.js';
+import { HashPool } from './hash-pool.js';
 import { TAR_END, tarHeader, tarPadding } from './tar.js';
 
 export interface LocalFile {
@@ -219,20 +219,17 @@ export async function deployFolder(
   appId: string,
   opts: { concurrency?: number; onProgress?: (p: DeployProgress) => void; onSkip?: (name: string) => void } = {},
 ): Promise<DeployResult> {
-  // The hashing threads start (tens of ms) while the folder is listed.
-  const pool = new HashPool();
-  let listed: { name: string; absolute: string }[];
+  const listed = await listFolder(folder, opts.onSkip);
+  // A version without files would take every app file out of the profiles at their next sync.
+  if (listed.length === 0) throw new Error(`${path.resolve(folder)} holds no files to deploy (after .harnesslayerignore); nothing was deployed.`);
   const files: LocalFile[] = [];
+  let hashed = 0;
+  const pool = new HashPool(Math.max(1, Math.min(HashPool.DEFAULT_THREADS, listed.length))); // no idle threads for a few files
   try {
-    listed = await listFolder(folder, opts.onSkip);
-    // A version without files would take every app file out of the profiles at their next sync.
-    if (listed.length === 0) throw new Error(`${path.resolve(folder)} holds no files to deploy (after .harnesslayerignore); nothing was deployed.`);
-    let hashed = 0;
     // Two files in flight per thread: the next is queued while one is read.
-    const total = listed.length;
     await eachLimit(listed, pool.size * 2, async (f) => {
       files.push({ ...f, ...(await pool.hash(f.absolute)) });
-      opts.onProgress?.({ phase: 'hashing', done: ++hashed, total, bytes: 0 });
+      opts.onProgress?.({ phase: 'hashing', done: ++hashed, total: listed.length, bytes: 0 });
     });
   } finally {
     await pool.close();

@@ -1,15 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { HASH_NAME, HashMismatchError, TooLargeError, type BlobStore, type StagedCheck, type StoredBlob } from './driver.js';
-import { HashPool } from '../../core/hash-pool.js';
 import { DirectorySyncs, syncFile } from './durable.js';
 import { removeStaleTemp } from './leftovers.js';
-import { INDEX_SUFFIX, PACK_PREFIX, PackWriter, readPackIndex, readPacked, readPackedSync, streamPacked, type PackEntry, type PackedBlob, type RangeHasher } from './packs.js';
+import { INDEX_SUFFIX, PACK_PREFIX, PackWriter, readPackIndex, readPacked, readPackedSync, streamPacked, type PackEntry, type PackedBlob } from './packs.js';
 
 export interface Signer {
   sign(payload: string): string;
@@ -52,12 +50,6 @@ export class LocalBlobStore implements BlobStore {
   private readonly packs = new Map<string, PackEntry[]>();
   private readonly packed = new Map<string, PackedBlob>();
   private readonly dirSyncs = new DirectorySyncs();
-  /** Checks what batch PUTs wrote against their declared hashes, beside the event loop (PackWriter). */
-  private hashPool: HashPool | null = null;
-  private readonly hashRange: RangeHasher = (file, range) => {
-    this.hashPool ??= new HashPool(Math.max(1, Math.min(os.availableParallelism() - 1, 4)), { unref: true });
-    return this.hashPool.hash(file, range);
-  };
 
   constructor(
     readonly dir: string,
@@ -207,7 +199,7 @@ export class LocalBlobStore implements BlobStore {
     const file = path.join(this.stageDir(stage), PACK_PREFIX + this.uniqueName());
     let writer: PackWriter | undefined;
     await this.inDir(file, () => {
-      writer = PackWriter.open(file, (json) => this.writeAtomically(file + INDEX_SUFFIX, Buffer.from(json)), this.hashRange);
+      writer = PackWriter.open(file, (json) => this.writeAtomically(file + INDEX_SUFFIX, Buffer.from(json)));
     });
     return writer!;
   }
@@ -242,9 +234,8 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async verifyStaged(stage: string, index: number, _hash: string, inlineLimit: number): Promise<StagedCheck> {
-    // Hashed while it streamed in (receive) or written by us (putStaged), and renamed into place
-    // only then; a pack is indexed only with the files that matched their hashes (PackWriter):
-    // what is staged holds its declared content.
+    // Hashed while it streamed in (receive, PackWriter) or written by us (putStaged), and
+    // renamed into place (a pack: indexed) only then: what is staged holds its declared content.
     let packed = (await this.stagedPacks(stage, false)).files.get(index);
     if (!packed) {
       const file = this.stagedPath(stage, index);
@@ -345,7 +336,7 @@ export class LocalBlobStore implements BlobStore {
     }
     const target = path.join(this.packsDir(), PACK_PREFIX + this.uniqueName());
     const tmp = this.tmpPath();
-    const copy = PackWriter.open(tmp, (json) => this.writeAtomically(target + INDEX_SUFFIX, Buffer.from(json), () => fs.rename(tmp, target)), this.hashRange);
+    const copy = PackWriter.open(tmp, (json) => this.writeAtomically(target + INDEX_SUFFIX, Buffer.from(json), () => fs.rename(tmp, target)));
     try {
       for (const e of lacking) {
         const bytes = await readPacked({ pack: staged, offset: e.offset, size: e.size });
@@ -545,10 +536,7 @@ export class LocalBlobStore implements BlobStore {
     await fs.access(path.join(this.dir, 'tmp'), fs.constants.W_OK);
   }
 
-  async close(): Promise<void> {
-    await this.hashPool?.close();
-    this.hashPool = null;
-  }
+  async close(): Promise<void> {}
 }
 
 async function readdirOrEmpty(dir: string): Promise<string[]> {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, fdatasync, ftruncateSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { HashMismatchError, TooLargeError } from './driver.js';
@@ -116,32 +116,11 @@ export async function streamPacked(blob: PackedBlob): Promise<Readable | null> {
 /** Bytes a pack takes in before it starts flushing them in the background (see PackWriter). */
 const FLUSH_EVERY = 4 * 1024 * 1024;
 
-/** The sha256 (hex) of `length` bytes of a file from `offset`, and how many there were: HashPool.hash. */
-export type RangeHasher = (file: string, range: { offset: number; length: number }) => Promise<{ hash: string; size: number }>;
-
-/** What a pack wrote for one file; `actual` is the written bytes' hash, once known. */
-interface Written extends PackEntry {
-  actual: Promise<string>;
-}
-
-/** A file whose bytes did not match its declared hash: stored nowhere. */
-export interface PackMismatch {
-  index: number;
-  hash: string;
-  actual: string;
-}
-
 /**
- * Writes one staged pack. Files are appended as they arrive; `finish` checks each against its
- * declared hash and writes the index of those that match, which is what makes them count (a
- * pack that keeps nothing is removed).
- *
- * A streamed file is hashed after it is written, on another thread (`hashRange`, reading it
- * back from the page cache): the event loop only parses and writes, and a batch's hashing
- * runs beside its streaming on the second core (docs/PERFORMANCE.md, "Upload"). What does not
- * match is cut out again before the index is written: `finish` rewrites the pack without it
- * (or truncates it when it is the tail), so a mismatching file leaves no byte behind. So does
- * a second copy of content the pack holds: its entry points at the first.
+ * Writes one staged pack: blobs are appended as they arrive and checked against their
+ * declared hash (a mismatching one is cut off again and recorded nowhere; a second copy of
+ * content the pack holds is cut off too, and its entry points at the first). `finish` writes
+ * the index, which is what makes the blobs count; a pack that received nothing is removed.
  *
  * Writes are synchronous: a batch's chunks arrive one after another, a write of one holds the
  * event loop for microseconds, and queueing them on the thread pool measured slower
@@ -158,9 +137,9 @@ export class PackWriter {
   private flushing: Promise<void> | null = null;
   /** What a background flush failed with: a later flush on another descriptor may not report it again. */
   private flushError: Error | null = null;
-  private readonly written: Written[] = [];
-  /** Content `add` wrote (checked as it came): a second file with the same bytes points at the first. */
-  private readonly added = new Map<string, { offset: number; size: number }>();
+  private readonly entries: PackEntry[] = [];
+  /** Content already in this pack: a second file with the same bytes points at the first. */
+  private readonly written = new Map<string, { offset: number; size: number }>();
   private closed = false;
 
   private constructor(
@@ -168,56 +147,50 @@ export class PackWriter {
     private readonly fd: number,
     /** Writes the index next to the pack (atomically). */
     private readonly writeIndex: (json: string) => Promise<void>,
-    private readonly hashRange: RangeHasher,
   ) {}
 
-  static open(file: string, writeIndex: (json: string) => Promise<void>, hashRange: RangeHasher): PackWriter {
-    return new PackWriter(file, openSync(file, 'wx+'), writeIndex, hashRange); // read too: finish may cut a file out
+  static open(file: string, writeIndex: (json: string) => Promise<void>): PackWriter {
+    return new PackWriter(file, openSync(file, 'wx'), writeIndex);
   }
 
-  /** Appends a file held in memory, checked here: a mismatch throws and writes nothing. */
+  /** Appends a file held in memory. */
   add(index: number, hash: string, bytes: Buffer): void {
     const actual = createHash('sha256').update(bytes).digest('hex');
     if (actual !== hash) throw new HashMismatchError(hash, actual);
-    const known = this.added.get(hash);
+    const known = this.written.get(hash);
     if (known) {
-      this.written.push({ index, hash, ...known, actual: Promise.resolve(actual) });
+      this.entries.push({ index, hash, ...known });
       return;
     }
     this.writeAt(bytes, this.offset);
-    this.added.set(hash, { offset: this.offset, size: bytes.length });
-    this.append(index, hash, bytes.length, Promise.resolve(actual));
+    this.record(index, hash, bytes.length);
   }
 
-  /**
-   * Appends a streamed file; `finish` checks its hash. On a failed stream or an overflow
-   * nothing of it is kept.
-   */
+  /** Appends a streamed file, hashing it on the way; on a mismatch or overflow nothing is kept. */
   async addStream(index: number, hash: string, body: AsyncIterable<Buffer> | Iterable<Buffer>, limit: number): Promise<number> {
+    const hasher = createHash('sha256');
     let size = 0;
     try {
       for await (const chunk of body) {
         if (size + chunk.length > limit) throw new TooLargeError(`the body exceeds ${limit} bytes`);
+        hasher.update(chunk);
         this.writeAt(chunk, this.offset + size);
         size += chunk.length;
       }
+      const actual = hasher.digest('hex');
+      if (actual !== hash) throw new HashMismatchError(hash, actual);
     } catch (err) {
       ftruncateSync(this.fd, this.offset);
       throw err;
     }
-    const range = { offset: this.offset, length: size };
-    const actual = this.hashRange(this.file, range).then((r) => {
-      if (r.size !== size) throw new Error(`pack ${this.file} holds ${r.size} of the ${size} bytes written at ${range.offset}`);
-      return r.hash;
-    });
-    actual.catch(() => undefined); // awaited by finish; not unhandled meanwhile
-    this.append(index, hash, size, actual);
+    const known = this.written.get(hash);
+    if (known) {
+      ftruncateSync(this.fd, this.offset);
+      this.entries.push({ index, hash, ...known });
+    } else {
+      this.record(index, hash, size);
+    }
     return size;
-  }
-
-  private append(index: number, hash: string, size: number, actual: Promise<string>): void {
-    this.written.push({ index, hash, offset: this.offset, size, actual });
-    this.offset += size;
   }
 
   private writeAt(bytes: Buffer, position: number): void {
@@ -236,80 +209,25 @@ export class PackWriter {
     }
   }
 
-  /**
-   * Checks every file against its declared hash, cuts out what does not match (and second
-   * copies), flushes and closes the pack, then writes its index (or removes the pack when it
-   * keeps nothing). Returns the files that did not match.
-   */
-  async finish(): Promise<PackMismatch[]> {
-    if (this.closed) return [];
-    this.closed = true;
-    let entries: PackEntry[];
-    const mismatched: PackMismatch[] = [];
-    try {
-      const checked = await Promise.all(this.written.map(async (w) => ({ ...w, actual: await w.actual })));
-      // What stays: matching files, each content once, in the order written.
-      const kept = new Map<string, { offset: number; size: number }>();
-      entries = [];
-      for (const w of checked) {
-        if (w.actual !== w.hash) {
-          mismatched.push({ index: w.index, hash: w.hash, actual: w.actual });
-          continue;
-        }
-        const first = kept.get(w.hash);
-        if (!first) kept.set(w.hash, { offset: w.offset, size: w.size });
-        entries.push({ index: w.index, hash: w.hash, ...(first ?? w) });
-      }
-      await this.flushing; // the descriptor stays open until it is done
-      entries = this.cutOut(entries, [...kept.values()]);
-    } finally {
-      closeSync(this.fd);
-    }
-    if (this.flushError) throw this.flushError;
-    if (entries.length === 0) {
-      await fs.rm(this.file, { force: true });
-      return mismatched;
-    }
-    await syncFile(this.file);
-    await this.writeIndex(packIndexJson(entries));
-    return mismatched;
+  private record(index: number, hash: string, size: number): void {
+    const at = { offset: this.offset, size };
+    this.written.set(hash, at);
+    this.entries.push({ index, hash, ...at });
+    this.offset += size;
   }
 
-  /**
-   * Leaves the pack holding `ranges` (the kept contents, in the order written) and nothing
-   * else: truncated when what goes is its tail, rewritten when it lies between. Returns the
-   * entries with their offsets in the pack as it now is.
-   */
-  private cutOut(entries: PackEntry[], ranges: { offset: number; size: number }[]): PackEntry[] {
-    const moved = new Map<number, number>(); // old offset -> new
-    let end = 0;
-    for (const r of ranges) {
-      moved.set(r.offset, end);
-      end += r.size;
+  /** Flushes and closes the pack, then writes its index (or removes the pack when it holds nothing). */
+  async finish(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.flushing; // the descriptor stays open until it is done
+    closeSync(this.fd);
+    if (this.flushError) throw this.flushError;
+    if (this.entries.length === 0) {
+      await fs.rm(this.file, { force: true });
+      return;
     }
-    if (ranges.every((r) => moved.get(r.offset) === r.offset)) {
-      if (end < this.offset) ftruncateSync(this.fd, end);
-      return entries;
-    }
-    const tmp = `${this.file}.cut`;
-    const out = openSync(tmp, 'w');
-    try {
-      const buffer = Buffer.allocUnsafe(Math.min(1024 * 1024, ranges.reduce((max, r) => Math.max(max, r.size), 1)));
-      for (const r of ranges) {
-        for (let done = 0; done < r.size; ) {
-          const n = readSync(this.fd, buffer, 0, Math.min(buffer.length, r.size - done), r.offset + done);
-          if (n === 0) throw new Error(`pack ${this.file} ends before ${r.offset + r.size}`);
-          for (let w = 0; w < n; ) w += writeSync(out, buffer, w, n - w, moved.get(r.offset)! + done + w);
-          done += n;
-        }
-      }
-    } catch (err) {
-      closeSync(out);
-      rmSync(tmp, { force: true });
-      throw err;
-    }
-    closeSync(out);
-    renameSync(tmp, this.file); // flushed with the rest by finish (syncFile), before the index names it
-    return entries.map((e) => ({ ...e, offset: moved.get(e.offset)! }));
+    await syncFile(this.file);
+    await this.writeIndex(packIndexJson(this.entries));
   }
 }

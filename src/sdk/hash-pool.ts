@@ -2,12 +2,10 @@ import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 
 /**
- * Reads and hashes files on worker threads, so hashing uses every core and leaves the
- * caller's event loop free: `harnesslayer deploy` hashes a folder with it, and the local blob
- * store checks the files of a batch PUT against their declared hashes with it (packs.ts),
- * reading them back from the page cache. Each worker reads through one reused 1 MiB buffer:
- * memory touched for the first time is costly (a page fault per 4 KiB, expensive in some
- * VMs), so hashing a 100 MB folder should not leave 100 MB of fresh buffers behind.
+ * Reads and hashes files on worker threads, so hashing a folder uses every core and leaves
+ * the caller's event loop free. Each worker reads through one reused 1 MiB buffer: memory
+ * touched for the first time is costly (a page fault per 4 KiB, expensive in some VMs), so
+ * hashing a 100 MB folder should not leave 100 MB of fresh buffers behind.
  */
 
 // Plain JavaScript (an eval worker), so it runs the same from TypeScript sources or a build.
@@ -16,16 +14,14 @@ const { parentPort } = require('node:worker_threads');
 const fs = require('node:fs');
 const { createHash } = require('node:crypto');
 const buf = Buffer.allocUnsafeSlow(1024 * 1024);
-parentPort.on('message', ({ id, file, offset, length }) => {
+parentPort.on('message', ({ id, file }) => {
   try {
     const h = createHash('sha256');
     let size = 0;
     const fd = fs.openSync(file, 'r');
     try {
-      // The whole file, or \`length\` bytes from \`offset\` (fewer when the file ends first).
-      const end = length === undefined ? Infinity : length;
       let n;
-      while (size < end && (n = fs.readSync(fd, buf, 0, Math.min(buf.length, end - size), offset === undefined ? null : offset + size)) > 0) {
+      while ((n = fs.readSync(fd, buf, 0, buf.length, null)) > 0) {
         h.update(buf.subarray(0, n));
         size += n;
       }
@@ -62,14 +58,9 @@ export class HashPool {
   /** One thread per core, up to 8. */
   static readonly DEFAULT_THREADS = Math.max(1, Math.min(os.availableParallelism(), 8));
 
-  /**
-   * `unref`: the threads do not keep the process alive (a server's pool, which lives as long
-   * as the server; whoever waits for a hash holds the process open some other way).
-   */
-  constructor(threads = HashPool.DEFAULT_THREADS, options: { unref?: boolean } = {}) {
+  constructor(threads = HashPool.DEFAULT_THREADS) {
     this.workers = Array.from({ length: threads }, (_, w) => {
       const worker = new Worker(WORKER_SOURCE, { eval: true });
-      if (options.unref) worker.unref();
       worker.on('message', (m: Reply) => this.settle(m));
       worker.on('error', (err) => this.fail(w, err));
       worker.on('exit', (code) => this.fail(w, new Error(`a hashing thread exited (${code})`)));
@@ -82,18 +73,15 @@ export class HashPool {
     return this.workers.length;
   }
 
-  /**
-   * The file's sha256 (hex) and size, as read; with a range, of `length` bytes from `offset`
-   * (`size` tells how many there were: fewer when the file ends first).
-   */
-  hash(file: string, range?: { offset: number; length: number }): Promise<{ hash: string; size: number }> {
+  /** The file's sha256 (hex) and size, as read. */
+  hash(file: string): Promise<{ hash: string; size: number }> {
     const worker = this.queued.indexOf(Math.min(...this.queued));
     if (!Number.isFinite(this.queued[worker])) return Promise.reject(new Error('the hashing threads have stopped'));
     const id = this.nextId++;
     this.queued[worker]++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, worker });
-      this.workers[worker].postMessage({ id, file, ...range });
+      this.workers[worker].postMessage({ id, file });
     });
   }
 
