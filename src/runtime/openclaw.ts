@@ -29,7 +29,7 @@ export interface OpenclawTurnOptions {
   abortSignal?: AbortSignal;
   /** Called once the gateway has taken the message (it is then in the conversation). */
   onSent?: () => void;
-  /** The turn ends `failed` (code `timeout`) after this long. */
+  /** The turn ends `failed` (code `timeout`) this long after the call, waits for a gateway included. */
   timeoutMs?: number;
   onEvent?: EventSink;
 }
@@ -69,21 +69,30 @@ export function agentIdFor(sessionKey: string): string {
 
 export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<OpenclawTurnResult> {
   const stopped = (): OpenclawTurnResult => ({ status: 'stopped', output: '', error: null, usage: { ...ZERO_USAGE } });
+  if (opts.abortSignal?.aborted) return stopped();
+  // The turn's time runs from here: waiting for a gateway slot, a starting gateway or a new
+  // agent counts, as the model's answer does.
+  const deadline = opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : undefined;
+  const ends = [opts.abortSignal, deadline].filter((s) => s !== undefined);
+  /** Ends the waits before the message is sent: a stop or the deadline. */
+  const preparing = ends.length > 0 ? AbortSignal.any(ends) : undefined;
   /** The stop itself, as `untilAborted` rejects with it: not a failure of the gateway. */
   const isStop = (err: unknown) => opts.abortSignal?.aborted && err === opts.abortSignal.reason;
-  if (opts.abortSignal?.aborted) return stopped();
+  const isDeadline = (err: unknown) => deadline?.aborted && err === deadline.reason;
   const emit: EventSink = opts.onEvent ?? (() => {});
   const fail = (message: string, code: string, output = '', usage: Usage = { ...ZERO_USAGE }): OpenclawTurnResult => {
     emit({ type: 'error', data: { message, code } });
     return { status: 'failed', output, error: message, usage };
   };
+  const timedOut = (output = '', usage: Usage = { ...ZERO_USAGE }) => fail(`The turn timed out after ${opts.timeoutMs} ms.`, 'timeout', output, usage);
 
   let lease: GatewayLease;
   try {
     // Waiting for a gateway slot or a starting gateway can take tens of seconds; a stop ends it.
-    lease = await opts.pool.acquire(opts.gatewayKey, opts.abortSignal);
+    lease = await opts.pool.acquire(opts.gatewayKey, preparing);
   } catch (err) {
     if (isStop(err)) return stopped();
+    if (isDeadline(err)) return timedOut();
     return fail(`The OpenClaw gateway could not start: ${(err as Error).message}`, 'gateway_unavailable');
   }
   let client: GatewayClient | null = null;
@@ -92,7 +101,7 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
   try {
     const agentId = agentIdFor(opts.sessionKey);
     // Adding an agent reloads the gateway's config (seconds); a stop need not wait for it.
-    const workspace = await untilAborted(lease.gateway.ensureAgent(agentId), opts.abortSignal);
+    const workspace = await untilAborted(lease.gateway.ensureAgent(agentId), preparing);
     giveBack = await borrowWorkspace(opts.workspaceDir, workspace);
     client = await lease.gateway.client();
     // The agent's own main session: its MEMORY.md is loaded there (private session).
@@ -110,9 +119,10 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
     );
 
     const completedLast = lease.gateway.completedLast;
-    const message = completedLast.has(agentId) ? opts.prompt : await carryStoppedReply(client, sessionKey, opts.prompt);
+    const message = completedLast.has(agentId) ? opts.prompt : await untilAborted(carryStoppedReply(client, sessionKey, opts.prompt), preparing);
     completedLast.delete(agentId);
     if (opts.abortSignal?.aborted) return stopped();
+    if (deadline?.aborted) return timedOut();
 
     let ending: 'stopped' | 'timeout' | null = null;
     let sent = false; // the current run exists on the gateway: chat.abort can reach it
@@ -127,8 +137,9 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
       if (sent) sendAbort(); // else once chat.send is answered
     };
     const onAbort = () => abort('stopped');
+    const onDeadline = () => abort('timeout');
     opts.abortSignal?.addEventListener('abort', onAbort, { once: true });
-    const timer = opts.timeoutMs ? setTimeout(() => abort('timeout'), opts.timeoutMs) : undefined;
+    deadline?.addEventListener('abort', onDeadline, { once: true });
     try {
       for (let attempt = 1; ; attempt++) {
         runId = randomUUID();
@@ -158,9 +169,9 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
         if (!superseded || ending || attempt >= SEND_ATTEMPTS) break;
       }
     } finally {
-      clearTimeout(timer);
       clearTimeout(graceTimer);
       opts.abortSignal?.removeEventListener('abort', onAbort);
+      deadline?.removeEventListener('abort', onDeadline);
     }
 
     if (turn.state === 'completed') {
@@ -168,7 +179,7 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
       const usage = (await runUsage(client, sessionKey, runId).catch(() => null)) ?? turn.streamUsage;
       return { status: 'completed', output: turn.finalText, error: null, usage };
     }
-    if (ending === 'timeout') return fail(`The turn timed out after ${opts.timeoutMs} ms.`, 'timeout', turn.lastText, turn.streamUsage);
+    if (ending === 'timeout') return timedOut(turn.lastText, turn.streamUsage);
     if (ending === 'stopped') return { status: 'stopped', output: turn.lastText, error: null, usage: turn.streamUsage };
     if (turn.state === 'error') return fail(turn.errorMessage, turn.errorCode, turn.lastText, turn.streamUsage);
     // Aborted without our stop: the gateway cancelled it (shutting down, session reset).
@@ -176,6 +187,7 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
     return fail(`The OpenClaw gateway stopped during the turn (${why}).`, 'gateway_error', turn.lastText, turn.streamUsage);
   } catch (err) {
     if (isStop(err)) return stopped(); // stopped while the agent was being added
+    if (isDeadline(err)) return timedOut();
     return fail(`The OpenClaw gateway failed: ${(err as Error).message}`, 'gateway_error');
   } finally {
     for (const off of unsubscribe) off();

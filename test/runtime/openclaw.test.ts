@@ -237,6 +237,18 @@ describe.runIf(TEST_DB_KIND === 'pglite')('openclaw runtime', { timeout: 240_000
     expect(of('error')).toEqual([{ message: result.error, code: 'timeout' }]);
   });
 
+  it('counts the wait for a gateway slot in the timeout: a turn that waits too long fails, and starts no gateway', async () => {
+    const held = await pool.acquire(APP); // the pool's one slot, busy: another key's turn must wait
+    try {
+      const { result, events } = await turn({ workspaceDir: await workspace(), sessionKey: 'waits', gatewayKey: 'app-other', prompt: 'hi', timeoutMs: 500 });
+      expect(result).toEqual({ status: 'failed', output: '', error: 'The turn timed out after 500 ms.', usage: { inputTokens: 0, outputTokens: 0, costUsd: 0 } });
+      expect(events).toEqual([{ type: 'error', data: { message: result.error, code: 'timeout' } }]);
+    } finally {
+      held.release();
+    }
+    expect(pool.running.map((g) => g.key)).toEqual([APP]);
+  });
+
   it('ends a stopped turn that waits for a gateway slot at once, and starts no gateway for it', async () => {
     const held = await pool.acquire(APP); // the pool's one slot, busy: another key's turn must wait
     try {
