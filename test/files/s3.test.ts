@@ -197,7 +197,7 @@ describe('S3 driver', () => {
     const up = (await t.call('POST', '/v1/state/upload', { key, body: { profileId: p.id, files: [{ name: 'snap.tgz', hash: ref(archive) }] } })).body.data;
     await put(up.uploadUrls[0], archive);
     const url = up.uploadUrls[0].url;
-    for (const bad of [url.replace(/X-Amz-Signature=[0-9a-f]+/, `X-Amz-Signature=${'0'.repeat(64)}`), url.replace('/uploads/', '/uploads/x')]) {
+    for (const bad of [url.replace(/X-Amz-Signature=[0-9a-f]+/, `X-Amz-Signature=${'0'.repeat(64)}`), url.replace('/uploads/', '/uploads/x'), url.replace('/uploads/', '/uploads/%ZZ')]) {
       expect((await t.call('POST', '/v1/state/snapshot', { key, body: { profileId: p.id, storageUrl: bad } })).status).toBe(400);
     }
     const snap = await t.call('POST', '/v1/state/snapshot', { key, body: { profileId: p.id, storageUrl: url } });

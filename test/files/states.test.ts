@@ -342,6 +342,7 @@ describe('snapshots', () => {
       url.replace(/sig=[^&]+/, 'sig=AAAA'),
       url.replace('/0?', '/1?'),
       theirs.slice(0, -3) + 'abc',
+      url.replace(/\/upload\/[^/]+\//, '/upload/%ZZ/'), // an upload id that does not decode
     ];
     for (const storageUrl of bad) {
       const res = await snapshot(p.id, storageUrl);

@@ -93,6 +93,15 @@ export function casKey(hash: string): string {
   return `blobs/${hash.slice(0, 2)}/${hash}`;
 }
 
+/** A percent-encoded URL path segment, decoded; null when its encoding is broken (`%ZZ`). */
+export function decodeSegment(segment: string): string | null {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return null;
+  }
+}
+
 export function stagedKey(stage: string, index: number): string {
   return `uploads/${stage}/${index}`;
 }

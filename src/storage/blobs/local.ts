@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { HASH_NAME, HashMismatchError, TooLargeError, type BlobStore, type StagedCheck, type StoredBlob } from './driver.js';
+import { HASH_NAME, HashMismatchError, TooLargeError, decodeSegment, type BlobStore, type StagedCheck, type StoredBlob } from './driver.js';
 import { DirectorySyncs, syncFile } from './durable.js';
 import { removeStaleTemp } from './leftovers.js';
 import { INDEX_SUFFIX, PACK_PREFIX, PackWriter, readPackIndex, readPacked, readPackedSync, streamPacked, type PackEntry, type PackedBlob } from './packs.js';
@@ -151,9 +151,10 @@ export class LocalBlobStore implements BlobStore {
       return null;
     }
     const m = /\/v1\/blobs\/upload\/([^/]+)\/(\d+)$/.exec(url.pathname);
-    if (!m || !raw.startsWith(`${this.publicUrl()}/`)) return null;
+    const uploadId = m && decodeSegment(m[1]);
+    if (!m || uploadId === null || !raw.startsWith(`${this.publicUrl()}/`)) return null;
     const p = {
-      uploadId: decodeURIComponent(m[1]),
+      uploadId,
       index: Number(m[2]),
       hash: url.searchParams.get('h') ?? '',
       exp: Number(url.searchParams.get('exp')),

@@ -13,7 +13,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { BlobCache } from './cache.js';
-import { HASH_NAME, casKey, stagedKey, type BlobStore, type StagedCheck, type StoredBlob } from './driver.js';
+import { HASH_NAME, casKey, decodeSegment, stagedKey, type BlobStore, type StagedCheck, type StoredBlob } from './driver.js';
 
 export interface S3Options {
   bucket: string;
@@ -83,7 +83,8 @@ export class S3BlobStore implements BlobStore {
     if (!m || !date || !Number.isInteger(expiresIn) || expiresIn <= 0 || !signature) return null;
     const signingDate = new Date(Date.UTC(+date[1], +date[2] - 1, +date[3], +date[4], +date[5], +date[6]));
     if (signingDate.getTime() + expiresIn * 1000 < now.getTime()) return null;
-    const uploadId = decodeURIComponent(m[1]);
+    const uploadId = decodeSegment(m[1]);
+    if (uploadId === null) return null;
     const index = Number(m[2]);
     // Signing is deterministic: re-sign what we would have issued and compare.
     const expected = new URL(await this.presignPut(this.key(stagedKey(uploadId, index)), expiresIn, signingDate));
