@@ -75,6 +75,16 @@ export async function targetFiles(ctx: Ctx, t: DownloadTarget): Promise<{ files:
   return { files: await stateFiles(ctx.db, s), createdAt: s.createdAt };
 }
 
+/**
+ * A file's name in a download's zip. A name that starts like a drive letter (`c:notes.txt`) is
+ * a valid relative path of a bundle, but the zip format forbids drive letters, and yazl refuses
+ * it as an absolute path. It goes as `./c:notes.txt`: unzip tools extract that to the same
+ * name, and a snapshot of the zip reads it back as `c:notes.txt` (storage/blobs/archive.ts).
+ */
+function zipName(path: string): string {
+  return /^[a-zA-Z]:/.test(path) ? `./${path}` : path;
+}
+
 /** A zip of the files, streamed: each blob is opened only when the zip reaches it. */
 export async function zipStream(ctx: Ctx, files: TreeEntry[], mtime: Date): Promise<Readable> {
   // The first file is opened before anything is sent: a blob store that does not answer is a
@@ -91,7 +101,7 @@ export async function zipStream(ctx: Ctx, files: TreeEntry[], mtime: Date): Prom
   zip.on('error', (err: Error) => out.destroy(err));
   zip.outputStream.pipe(out);
   for (const [i, f] of files.entries()) {
-    zip.addReadStreamLazy(f.path, { mtime, mode: 0o100644, size: f.size }, (cb) => {
+    zip.addReadStreamLazy(zipName(f.path), { mtime, mode: 0o100644, size: f.size }, (cb) => {
       if (i === 0 && first) return cb(null, first);
       ctx.blobs.get(f.hash).then(
         (stream) => cb(null, stream),

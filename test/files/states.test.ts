@@ -301,6 +301,19 @@ describe('snapshots', () => {
     expect(s).toMatchObject({ status: 'ready', isHead: true, treeHash: version.treeHash });
   });
 
+  it('downloads and restores a file whose name starts like a drive letter', async () => {
+    const { appId } = await appWithVersion();
+    const p = await profile(appId);
+    const committed = await commit(t, key, p.id, { 'c:notes.txt': 'not a drive', 'a.md': 'a' });
+    expect(committed.status).toBe(200);
+    const url = (await t.call('POST', `/v1/state/download/${committed.body.data.id}`, { key })).body.data.url;
+    // A zip may not hold a drive letter: the name goes as ./c:notes.txt, which unzips to the same file.
+    expect(asStrings(await download(url))).toEqual({ './c:notes.txt': 'not a drive', 'a.md': 'a' });
+    const s = await settled((await snapshot(p.id, url)).body.data.id);
+    expect(s).toMatchObject({ status: 'ready', isHead: true, treeHash: committed.body.data.treeHash });
+    expect(s.files.map((f: { name: string }) => f.name)).toEqual(['a.md', 'c:notes.txt']);
+  });
+
   it.each([
     ['a zip with ../../etc/passwd', () => rawZip([{ name: 'ok.txt', data: 'fine' }, { name: '../../etc/passwd', data: 'root:x:0:0' }]), /\.\.\/\.\.\/etc\/passwd/],
     ['a zip with a symlink', () => rawZip([{ name: 'link', data: '/etc/passwd', mode: 0o120777 }]), /symbolic link/],
