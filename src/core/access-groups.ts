@@ -3,7 +3,7 @@ import { BadRequestError, NotFoundError } from './errors.js';
 import { newId } from './ids.js';
 import { findApp, type LimitInterval, DEFAULT_LIMIT_MESSAGE } from './apps.js';
 import { paginate, type PageParams } from './pagination.js';
-import type { Db } from '../storage/db.js';
+import type { Db, Tx } from '../storage/db.js';
 import type { AccessGroup } from '../storage/schema.js';
 
 export function accessGroupView(g: AccessGroup) {
@@ -32,6 +32,17 @@ export async function findAccessGroup(db: Db, organizationId: string, id: string
     .executeTakeFirst();
   if (!group || (appId !== undefined && group.appId !== appId)) throw new NotFoundError('access group', id);
   return group;
+}
+
+/**
+ * In a transaction that puts a profile in group `id`: the group still exists, and it stays
+ * until the transaction ends (its row is share-locked). A deletion of the group waits, then
+ * moves this profile to the default group with the others; or it came first, and this is a
+ * 404, so no profile is ever left on a deleted group.
+ */
+export async function lockAccessGroup(tx: Tx, id: string, appId: string): Promise<void> {
+  const row = await tx.selectFrom('accessGroups').select('id').where('id', '=', id).where('appId', '=', appId).forShare().executeTakeFirst();
+  if (!row) throw new NotFoundError('access group', id);
 }
 
 export interface CreateAccessGroupInput {
@@ -97,6 +108,9 @@ export async function deleteAccessGroup(ctx: Ctx, organizationId: string, id: st
   const group = await findAccessGroup(ctx.db, organizationId, id);
   if (group.isDefault) throw new BadRequestError("The app's default access group cannot be deleted.");
   await ctx.db.transaction().execute(async (tx) => {
+    // Locked first: a profile being put in this group meanwhile (lockAccessGroup) is moved too.
+    const still = await tx.selectFrom('accessGroups').select('id').where('id', '=', group.id).forUpdate().executeTakeFirst();
+    if (!still) throw new NotFoundError('access group', group.id);
     const app = await tx.selectFrom('apps').select('defaultAccessGroupId').where('id', '=', group.appId).executeTakeFirstOrThrow();
     await tx
       .updateTable('profiles')

@@ -3,7 +3,7 @@ import type { Signal } from './events.js';
 import { ConflictError, NotFoundError } from './errors.js';
 import { newId } from './ids.js';
 import { findApp } from './apps.js';
-import { findAccessGroup } from './access-groups.js';
+import { findAccessGroup, lockAccessGroup } from './access-groups.js';
 import { paginate, type PageParams } from './pagination.js';
 import { createInitialState } from './profile-init.js';
 import { purgeProfileFiles } from './gc.js';
@@ -104,6 +104,7 @@ export async function insertProfile(
   return ctx.db.transaction().execute(async (tx) => {
     // Lock the app row so a concurrent first version cannot miss this profile.
     const locked = await tx.selectFrom('apps').select('headVersionId').where('id', '=', app.id).forUpdate().executeTakeFirstOrThrow();
+    if (input.accessGroupId !== undefined) await lockAccessGroup(tx, input.accessGroupId, app.id);
     await tx
       .insertInto('profiles')
       .values({
@@ -165,17 +166,20 @@ export async function updateProfile(ctx: Ctx, organizationId: string, ref: strin
   if (input.accessGroupId !== undefined) await findAccessGroup(ctx.db, organizationId, input.accessGroupId, profile.appId);
   if (input.identifier === undefined && input.accessGroupId === undefined && input.metadata === undefined) return profile;
   try {
-    return await ctx.db
-      .updateTable('profiles')
-      .set({
-        ...(input.identifier !== undefined ? { identifier: input.identifier } : {}),
-        ...(input.accessGroupId !== undefined ? { accessGroupId: input.accessGroupId } : {}),
-        ...(input.metadata !== undefined ? { metadata: input.metadata === null ? null : JSON.stringify(input.metadata) } : {}),
-        updatedAt: ctx.now(),
-      })
-      .where('id', '=', profile.id)
-      .returningAll()
-      .executeTakeFirstOrThrow();
+    return await ctx.db.transaction().execute(async (tx) => {
+      if (input.accessGroupId !== undefined) await lockAccessGroup(tx, input.accessGroupId, profile.appId);
+      return tx
+        .updateTable('profiles')
+        .set({
+          ...(input.identifier !== undefined ? { identifier: input.identifier } : {}),
+          ...(input.accessGroupId !== undefined ? { accessGroupId: input.accessGroupId } : {}),
+          ...(input.metadata !== undefined ? { metadata: input.metadata === null ? null : JSON.stringify(input.metadata) } : {}),
+          updatedAt: ctx.now(),
+        })
+        .where('id', '=', profile.id)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+    });
   } catch (err) {
     if (isUniqueViolation(err)) throw new ConflictError(`A profile with identifier "${input.identifier}" already exists in this app.`);
     throw err;
