@@ -186,6 +186,22 @@ export function eventView(e: StoredEvent): EventView {
 export const MAX_EVENTS_PER_READ = 1000;
 
 /**
+ * PostgreSQL stores no NUL character, in text or in jsonb, and a turn's text can hold one (a
+ * tool's output of `printf 'x\0y'`, a model's reply): its events, and the turn's end, would
+ * fail to record. Stored text has each NUL as U+FFFD, the replacement character.
+ */
+export function withoutNul(text: string): string;
+export function withoutNul(text: string | null): string | null;
+export function withoutNul(text: string | null): string | null {
+  return text?.includes('\0') ? text.replaceAll('\0', '\uFFFD') : text;
+}
+
+/** An event's data as stored: JSON, with each NUL (`\u0000`, not an escaped backslash before `u0000`) as U+FFFD. */
+export function eventJson(data: unknown): string {
+  return JSON.stringify(data).replace(/(?<!\\)((?:\\\\)*)\\u0000/g, '$1\\ufffd');
+}
+
+/**
  * Appends events with the next seqs. The seq counter lives on the instance row, so the
  * update that takes it also locks the row: concurrent writers get consecutive, gap-free
  * ranges. Returns the seqs given. With `guard`, only while that worker still runs the
@@ -211,7 +227,7 @@ export async function appendEvents(
         instanceId,
         seq: first + i,
         type: e.type,
-        data: JSON.stringify(e.data),
+        data: eventJson(e.data),
         done: isDoneEvent(e),
         ...(e.createdAt ? { createdAt: e.createdAt } : {}),
       })),
@@ -246,7 +262,7 @@ export async function appendTurnEvents(ctx: Ctx, instanceId: string, events: (Ru
       insert into events (instance_id, seq, type, data, done, created_at)
       select ${instanceId}, t.last_seq - ${n} + x.ord::int, x.type, x.data::jsonb, x.type = 'result', x.created_at
         from taken t,
-             unnest(${events.map((e) => e.type)}::text[], ${events.map((e) => JSON.stringify(e.data))}::text[], ${events.map((e) => e.createdAt)}::timestamptz[])
+             unnest(${events.map((e) => e.type)}::text[], ${events.map((e) => eventJson(e.data))}::text[], ${events.map((e) => e.createdAt)}::timestamptz[])
                with ordinality as x(type, data, created_at, ord)
       returning seq
     )

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Ctx } from './context.js';
-import { appendEvents, type Signal } from './events.js';
+import { appendEvents, withoutNul, type Signal } from './events.js';
 import { newId } from './ids.js';
 import { appDeletionSteps } from './apps.js';
 import { profileDeletionSteps } from './profiles.js';
@@ -116,7 +116,9 @@ export function carriedPrompt(carried: readonly string[], input: string): string
  * record, the session's turn count, the hooks, and the session's next queued instance.
  * With `guard`, only while that worker holds it. Null when it was not open (or not held).
  */
-export async function finalizeInstance(ctx: Ctx, tx: Tx, signal: Signal, instanceId: string, outcome: Outcome, guard?: { workerId: string }): Promise<Instance | null> {
+export async function finalizeInstance(ctx: Ctx, tx: Tx, signal: Signal, instanceId: string, turnOutcome: Outcome, guard?: { workerId: string }): Promise<Instance | null> {
+  // As stored: the instance, its result event and its history record.
+  const outcome = { ...turnOutcome, output: withoutNul(turnOutcome.output), error: withoutNul(turnOutcome.error) };
   const now = ctx.now();
   let q = tx
     .updateTable('instances')

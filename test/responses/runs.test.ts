@@ -123,6 +123,22 @@ describe('a turn', () => {
   });
 });
 
+describe('text PostgreSQL cannot store', () => {
+  it('a NUL in a tool output and in the reply: every event is kept, and the turn ends completed with its output', async () => {
+    fake.script(onTurn('NUL-BYTES', { blocks: [{ type: 'tool_use', id: 'toolu_nul', name: 'Bash', input: { command: "printf 'x\\000y'", description: 'print' } }] }));
+    fake.script(afterTool('toolu_nul', { blocks: [{ type: 'text', text: ['before ', 'a\u0000b', ' after'] }] }));
+    const run = (await api.run({ appId, channelId, userId: 'nul-user', input: 'NUL-BYTES' })).body.data;
+    const events = await api.events(run.instanceId);
+    expect(events.map((e) => e.type)).toEqual(expect.arrayContaining(['tool.call', 'tool.result', 'text.delta', 'message', 'result']));
+    // Each NUL is stored as U+FFFD, the replacement character.
+    const result = events.find((e) => e.type === 'tool.result')!.data as { output: string };
+    expect(result.output).toContain('x\uFFFDy');
+    expect(events.at(-1)!.data, JSON.stringify(events.slice(-3))).toMatchObject({ status: 'completed', output: 'before a\uFFFDb after' });
+    const stored = await t.ctx.db.selectFrom('instances').select(['status', 'output']).where('id', '=', run.instanceId).executeTakeFirstOrThrow();
+    expect(stored).toEqual({ status: 'completed', output: 'before a\uFFFDb after' });
+  });
+});
+
 describe('sessions', () => {
   it('a second turn on the session sees the first turn; a turn on a new session does not', async () => {
     fake.script(onTurn('REMEMBER-PELICAN', { blocks: [{ type: 'text', text: 'Noted: PELICAN.' }] }));
