@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import type { Ctx } from '../core/context.js';
 import { channelData } from '../core/channels.js';
 import { AppError, LimitExceededError, NotFoundError, UnauthorizedError } from '../core/errors.js';
-import type { EventHub, Signal } from '../core/events.js';
+import { withoutNul, type EventHub, type Signal } from '../core/events.js';
 import { startRun, type RunReply } from '../core/responses.js';
 import type { Tx } from '../storage/db.js';
 import type { Instance } from '../storage/schema.js';
@@ -95,13 +95,14 @@ function parseInbound(body: unknown): InboundMessage | null {
   const handle = text(b.message_handle);
   // Sendblue's handles are short ids; a longer one is no Sendblue message (and the key of the
   // duplicates table has a size limit).
-  const messageHandle = handle !== null && handle.length <= MAX_HANDLE ? handle : null;
+  const messageHandle = handle !== null && handle.length <= MAX_HANDLE && !INVISIBLE.test(handle) ? handle : null;
   const fromNumber = imessageSender(b.from_number);
   const rawGroupId = text(b.group_id);
   const groupId = rawGroupId === null ? null : groupIdOf(rawGroupId);
   const media = Array.isArray(b.media_url) ? b.media_url : [b.media_url];
-  const mediaUrls = media.map(text).filter((u): u is string => u !== null);
-  const content = text(b.content);
+  const mediaUrls = media.map(text).filter((u): u is string => u !== null && !INVISIBLE.test(u));
+  // Stored text holds no NUL (PostgreSQL refuses it): one in a message is U+FFFD.
+  const content = withoutNul(text(b.content));
   if (!messageHandle || !fromNumber || (rawGroupId !== null && groupId === null) || (content === null && mediaUrls.length === 0)) return null;
   return { messageHandle, fromNumber, groupId, content, mediaUrls };
 }

@@ -119,7 +119,8 @@ describe('the inbound URL', () => {
     const im = await imessageApp();
     const echoes = [message('+15550000002', { content: 'sent by us', is_outbound: true }), { ...message('+15550000002', { content: 'sent by us' }), is_outbound: 'true' }];
     const longHandle = message('+15550000002', { content: 'hi', handle: 'h'.repeat(3000) });
-    for (const payload of [...echoes, message('+15550000002'), { hello: 'world' }, longHandle, 'null', '', '{not json', '[1]']) {
+    const controlHandle = message('+15550000002', { content: 'hi', handle: 'h\u00002' });
+    for (const payload of [...echoes, message('+15550000002'), { hello: 'world' }, longHandle, controlHandle, 'null', '', '{not json', '[1]']) {
       const res = await post(im.inbound, payload);
       expect(res.status, JSON.stringify(payload).slice(0, 40)).toBe(200);
       expect(res.body.data).toEqual({ status: 'ignored' });
@@ -134,6 +135,15 @@ describe('the inbound URL', () => {
     }
     expect(await rowsOf(im.channelId)).toEqual([]);
     expect(sb.requests.filter((r) => r.body?.number === '+15550000002')).toEqual([]);
+  });
+
+  it('a NUL in a message is stored as U+FFFD, and the message runs', async () => {
+    const im = await imessageApp();
+    const res = await post(im.inbound, message('+15550000031', { content: 'a\u0000b' }));
+    expect(res.status).toBe(200);
+    expect(res.body.data).toEqual({ status: 'queued' });
+    await eventually(async () => repliesTo('+15550000031').length === 1, 'the reply');
+    expect(await t.ctx.db.selectFrom('instances').select('input').where('channelId', '=', im.channelId).execute()).toEqual([{ input: 'a\uFFFDb' }]);
   });
 
   it('a duplicate message_handle runs once and gets one reply', async () => {
