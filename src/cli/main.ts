@@ -56,7 +56,7 @@ program
 const user = program.command('user').description('Manage user API keys (they call /v1/organization/*).');
 user
   .command('create')
-  .description('Create a user and print its API key once.')
+  .description('Create a user and print its API key once (for an --email that has a user, a new key for that user).')
   .option('--email <email>', 'the person this key belongs to')
   .option('--data-dir <dir>', 'overrides HARNESSLAYER_DATA_DIR (as serve --data-dir)')
   .action(async (opts: { email?: string; dataDir?: string }) => {
@@ -65,8 +65,10 @@ user
     const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? undefined : `${config.dataDir}/db` });
     try {
       await migrate(database.db);
-      const { userId, apiKey } = await createUser({ db: database.db }, opts.email ?? null);
-      console.log(`Created user ${userId}${opts.email ? ` <${opts.email}>` : ''}. API key (shown once):\n\n  ${apiKey}\n`);
+      const { userId, apiKey, existed } = await createUser({ db: database.db }, opts.email ?? null);
+      const who = `${userId}${opts.email ? ` <${opts.email}>` : ''}`;
+      if (existed) console.log(`User ${who} exists: a new API key for it (shown once; its other keys keep working):\n\n  ${apiKey}\n`);
+      else console.log(`Created user ${who}. API key (shown once):\n\n  ${apiKey}\n`);
     } finally {
       await database.close();
     }

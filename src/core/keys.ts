@@ -72,14 +72,17 @@ export async function insertKey(db: Db, key: string, owner: Principal): Promise<
     .execute();
 }
 
-export async function createUser(ctx: Pick<Ctx, 'db'>, email: string | null): Promise<{ userId: string; apiKey: string }> {
-  const userId = newId('user');
+export async function createUser(ctx: Pick<Ctx, 'db'>, email: string | null): Promise<{ userId: string; apiKey: string; existed: boolean }> {
   const apiKey = newApiKey();
-  await ctx.db.transaction().execute(async (tx) => {
-    await tx.insertInto('users').values({ id: userId, email }).execute();
+  return ctx.db.transaction().execute(async (tx) => {
+    // An email that has a user already gets a new key for that user (a lost key's owner gets
+    // their organizations back); its other keys keep working.
+    const found = email === null ? undefined : await tx.selectFrom('users').select('id').where('email', '=', email).executeTakeFirst();
+    const userId = found?.id ?? newId('user');
+    if (!found) await tx.insertInto('users').values({ id: userId, email }).execute();
     await insertKey(tx, apiKey, { kind: 'user', userId });
+    return { userId, apiKey, existed: found !== undefined };
   });
-  return { userId, apiKey };
 }
 
 /**

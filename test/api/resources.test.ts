@@ -47,6 +47,19 @@ describe('organizations', () => {
     expect(upd.status).toBe(404);
   });
 
+  it('user create for an email that has a user gives that user a new key: a lost key is recovered', async () => {
+    const { createUser } = await import('../../src/core/keys.js');
+    const first = await createUser(t.ctx, 'lost@example.com');
+    const org = (await t.call('POST', '/v1/organization/create', { key: first.apiKey, body: { name: 'Lost', slug: 'lost-key-org' } })).body.data;
+    const again = await createUser(t.ctx, 'lost@example.com');
+    expect(again).toMatchObject({ userId: first.userId, existed: true });
+    expect(again.apiKey).not.toBe(first.apiKey);
+    for (const key of [again.apiKey, first.apiKey]) {
+      expect((await t.call('PATCH', `/v1/organization/${org.id}`, { key, body: { name: 'Found' } })).status).toBe(200);
+    }
+    expect((await createUser(t.ctx, null)).existed).toBe(false);
+  });
+
   it('updates name and slug by id or slug; {} changes nothing', async () => {
     const org = (await t.call('POST', '/v1/organization/create', { body: { name: 'Old', slug: 'old-slug' } })).body.data;
     const byId = await t.call('PATCH', `/v1/organization/${org.id}`, { body: { name: 'New' } });
