@@ -20,6 +20,12 @@ export interface OutboundRequest {
    * connect time, unless `allowPrivateUrls`. The Sendblue origin is the operator's setting.
    */
   guard: boolean;
+  /**
+   * Read a 2xx answer's body too (its start), for an API that reports errors in one
+   * (Sendblue's `status: ERROR`). Its status line still decides: a body that breaks off or does
+   * not end in time leaves the attempt ok, with what came.
+   */
+  readAnswer?: boolean;
 }
 
 export interface OutboundResult {
@@ -28,7 +34,7 @@ export interface OutboundResult {
   status: number | null;
   /** Why the attempt failed (null when ok). */
   error: string | null;
-  /** The start of the answer's body (text) when it failed; a 2xx answer's body is not read. */
+  /** The start of the answer's body (text) when it failed; a 2xx answer's only with `readAnswer`. */
   body: string;
 }
 
@@ -91,25 +97,27 @@ export async function sendOnce(config: Pick<Config, 'allowPrivateUrls'>, req: Ou
         let size = 0;
         const text = () => Buffer.concat(chunks).subarray(0, MAX_ANSWER_BYTES).toString('utf8');
         clearTimeout(timer);
+        const delivered = status >= 200 && status < 300;
+        const answered = () => (delivered ? { ok: true, status, error: null, body: text() } : failed(`answered HTTP ${status}`, status, text()));
         // The rest of the answer may take as long again; then the socket goes.
         const drain = setTimeout(() => {
           request.destroy();
-          settle(failed(`answered HTTP ${status}`, status, text()));
+          settle(answered());
         }, ATTEMPT_TIMEOUT_MS);
         res.on('close', () => clearTimeout(drain));
-        if (status >= 200 && status < 300) {
+        if (delivered && !req.readAnswer) {
           // The status line decides: a 2xx is a delivery, however slowly (or whether) its body ends.
           settle({ ok: true, status, error: null, body: '' });
           res.resume();
           return;
         }
-        // A failure: the start of its body explains it.
+        // A failure's body explains it; a 2xx's, when asked for, may report an error.
         res.on('data', (c: Buffer) => {
           if (size < MAX_ANSWER_BYTES) chunks.push(c);
           size += c.length;
         });
-        res.on('end', () => settle(failed(`answered HTTP ${status}`, status, text())));
-        res.on('error', (err) => settle(failed(`the answer broke off: ${err.message}`, status, text())));
+        res.on('end', () => settle(answered()));
+        res.on('error', (err) => settle(delivered ? answered() : failed(`the answer broke off: ${err.message}`, status, text())));
       },
     );
     const timer = setTimeout(() => {

@@ -38,6 +38,7 @@ export async function sendblue(config: Pick<Config, 'sendblueApiBaseUrl' | 'allo
     headers: { 'content-type': 'application/json', 'sb-api-key-id': data.sendBlueAPIKey, 'sb-api-secret-key': data.sendBlueSecretKey },
     body: JSON.stringify(payload),
     guard: false,
+    readAnswer: true,
   });
   if (!res.ok) return { ...res, error: `Sendblue ${path} ${res.error}${res.body ? `: ${res.body.slice(0, 300)}` : ''}`, permanent: res.status !== null && PERMANENT_STATUS.has(res.status) };
   // A 2xx may still report a message Sendblue could not take.

@@ -319,6 +319,20 @@ describe('a conversation', () => {
     }
   });
 
+  it('a 2xx answer reporting status ERROR is no delivery: a permanent code fails the reply at once, with its message', async () => {
+    const im = await imessageApp();
+    const gus = '+15550006666';
+    fake.script(onTurn('SB-REFUSED', { blocks: [{ type: 'text', text: 'To a number Sendblue refuses.' }] }));
+    sb.fail('/api/send-message', 1, 200, gus, 4000);
+    await post(im.inbound, message(gus, { content: 'SB-REFUSED' }));
+    const [row] = await eventually(async () => {
+      const rows = await rowsOf(im.channelId);
+      return rows[0]?.status === 'failed' && rows;
+    }, 'the reply to fail', 40_000);
+    expect(row.replyAttempts).toBe(1); // permanent: not retried
+    expect((await api.instance(row.instanceId!)).error).toMatch(/^The reply could not be sent through Sendblue: .*reported an error \(4000\): Error 4000/);
+  });
+
   it('group chats: an openclaw app shares one group session per group_id; a claude app answers the group from the sender session', async () => {
     const claude = await imessageApp();
     const erin = '+15550005555';

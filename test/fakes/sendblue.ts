@@ -25,7 +25,7 @@ export interface SendblueRequest {
 export class FakeSendblue {
   url = '';
   readonly requests: SendblueRequest[] = [];
-  private readonly failures = new Map<string, { remaining: number; status: number; number?: string }>();
+  private readonly failures = new Map<string, { remaining: number; status: number; number?: string; code: number }>();
   private readonly server: http.Server;
 
   constructor(
@@ -54,8 +54,8 @@ export class FakeSendblue {
    * The next `times` calls of `path` answer `status` (default 500); only calls to `number`
    * when given, so replies of other conversations still arriving are not counted.
    */
-  fail(path: SendbluePath, times: number, status = 500, number?: string): void {
-    this.failures.set(path, { remaining: times, status, number });
+  fail(path: SendbluePath, times: number, status = 500, number?: string, code = 5000): void {
+    this.failures.set(path, { remaining: times, status, number, code });
   }
 
   /** Successful calls of `path` (to `number` when given), in arrival order. */
@@ -84,7 +84,7 @@ export class FakeSendblue {
     const failure = this.failures.get(path);
     if (failure && failure.remaining > 0 && (failure.number === undefined || failure.number === body?.number)) {
       failure.remaining--;
-      return answer(failure.status, { status: 'ERROR', error_code: 5000, error_message: 'Internal Error' });
+      return answer(failure.status, { status: 'ERROR', error_code: failure.code, error_message: failure.code === 5000 ? 'Internal Error' : `Error ${failure.code}` });
     }
     if (path === '/api/send-typing-indicator') return answer(200, { number: body.number, status: 'SENT', error_message: null });
     return answer(200, {
