@@ -157,8 +157,12 @@ export async function updateWebhook(ctx: Ctx, organizationId: string, input: Upd
   if (fields.headers) assertHeaders(fields.headers, 'headers');
   if (fields.url !== undefined) await assertPublicUrl(ctx.config, fields.url);
   const triggeredAt = typeof fields.lastTriggeredAt === 'string' ? new Date(fields.lastTriggeredAt) : fields.lastTriggeredAt;
-  // The schema's date-time format admits a leap second that Date cannot hold.
+  // The schema's date-time format admits a leap second that Date cannot hold, and years the
+  // database cannot (0000, or past 9999 once the offset is applied).
   if (triggeredAt && Number.isNaN(triggeredAt.getTime())) throw new BadRequestError('lastTriggeredAt is not a valid ISO datetime.');
+  if (triggeredAt && (triggeredAt.getUTCFullYear() < 1 || triggeredAt.getUTCFullYear() > 9999)) {
+    throw new BadRequestError('lastTriggeredAt must fall between the years 0001 and 9999 (UTC).');
+  }
   const patch = {
     ...(fields.event !== undefined ? { event: fields.event } : {}),
     ...(fields.method !== undefined ? { method: fields.method } : {}),

@@ -426,6 +426,8 @@ describe('webhooks', () => {
       { webhookId: wh.id, runCount: 1.5 },
       { webhookId: wh.id, lastTriggeredAt: 'yesterday' },
       { webhookId: wh.id, lastTriggeredAt: 1700000000 },
+      { webhookId: wh.id, lastTriggeredAt: '0000-01-01T00:00:00Z' }, // no year 0 in the database
+      { webhookId: wh.id, lastTriggeredAt: '9999-12-31T23:59:59-23:59' }, // the year 10000 in UTC
       { webhookId: wh.id, method: 'TRACE' },
       { webhookId: wh.id, event: 'profile.updated' },
       { webhookId: wh.id, url: 'http://192.168.0.1/hook' },
