@@ -88,11 +88,18 @@ export async function buildServer(ctx: Ctx, opts: BuildOptions = {}): Promise<Fa
     request.apiKeyHash = keyHash;
   });
 
-  // Endpoints that document no body fields (DELETEs, `state/download/{id}`) take no body or `{}`:
-  // anything else is refused as a body with a schema would be, never silently ignored.
+  // Endpoints that document no body fields (DELETEs, `state/download/{id}`) take no body or `{}`,
+  // and those that document no query parameters take none: anything else is refused as a
+  // body or query with a schema would be, never silently ignored (a DELETE with a mistyped
+  // parameter deletes nothing).
   app.addHook('preValidation', async (request: FastifyRequest) => {
     const url = request.routeOptions.url;
-    if (!url || !url.startsWith('/v1/') || request.routeOptions.config?.public || request.routeOptions.schema?.body) return;
+    if (!url || !url.startsWith('/v1/') || request.routeOptions.config?.public) return;
+    if (!request.routeOptions.schema?.querystring) {
+      const param = Object.keys((request.query as Record<string, unknown> | undefined) ?? {})[0];
+      if (param !== undefined) throw new BadRequestError(`querystring.${param}: unknown property "${param}" is not allowed (this endpoint takes no query parameters).`);
+    }
+    if (request.routeOptions.schema?.body) return;
     const given = request.body as unknown;
     if (given === undefined) return;
     if (given === null || typeof given !== 'object' || Array.isArray(given)) throw new BadRequestError('This endpoint takes no body fields: send no body, or {}.');

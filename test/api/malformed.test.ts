@@ -230,7 +230,8 @@ function bodyCases(op: Op, url: string): Case[] {
 }
 
 function queryCases(op: Op, path: string, payload: string | undefined): Case[] {
-  if (op.query.length === 0) return [];
+  // An endpoint that documents no query parameters takes none (a public one checks its own).
+  if (op.query.length === 0) return op.isPublic ? [] : [{ label: 'a query parameter where none is documented', url: `${path}?unexpectedParam=1`, payload, expect: [400], names: 'unexpectedParam' }];
   const schema = {
     type: 'object',
     properties: Object.fromEntries(op.query.map((p) => [p.name, p.schema])),
