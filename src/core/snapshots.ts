@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -135,16 +135,12 @@ export async function materializeSnapshot(ctx: Ctx, job: { organizationId: strin
           done(null, chunk);
         },
       });
-      await ctx.blobs.putStaged(
-        stage,
-        index,
-        () => {
-          // .pipe does not forward errors: a truncated or oversized entry must fail the write.
-          body.once('error', (err) => tap.destroy(err));
-          return body.pipe(tap);
-        },
-        size,
-      );
+      // Unpacked to a file first, whole and checked (a corrupt, truncated or oversized entry
+      // fails here), then staged from it: a store's write (an S3 PUT of a declared length)
+      // never sees a stream that breaks off or ends short.
+      const unpacked = path.join(dir, 'entry');
+      await pipeline(body, tap, createWriteStream(unpacked));
+      await ctx.blobs.putStaged(stage, index, () => createReadStream(unpacked), size);
       files.push({ path: filePath, hash: hasher.digest('hex'), size, ...(size <= INLINE_LIMIT ? { bytes: Buffer.concat(small) } : {}) });
     });
     const app = await ctx.db.selectFrom('apps').select('type').where('id', '=', state.appId).executeTakeFirstOrThrow();

@@ -109,9 +109,10 @@ export function treeHash(files: Bundle): string {
 
 /**
  * A zip written by hand (stored entries), so tests can build archives a well-behaved zip
- * library refuses to write: `../` names, absolute paths, symbolic links.
+ * library refuses to write: `../` names, absolute paths, symbolic links, a size in its headers
+ * that is not its data's (`declaredSize`; the CRC is always the data's).
  */
-export function rawZip(entries: { name: string; data: string | Buffer; mode?: number }[]): Buffer {
+export function rawZip(entries: { name: string; data: string | Buffer; mode?: number; declaredSize?: number }[]): Buffer {
   const locals: Buffer[] = [];
   const centrals: Buffer[] = [];
   let offset = 0;
@@ -124,8 +125,9 @@ export function rawZip(entries: { name: string; data: string | Buffer; mode?: nu
     local.writeUInt16LE(20, 4);
     local.writeUInt16LE(0x0800, 6);
     local.writeUInt32LE(crc, 14);
-    local.writeUInt32LE(data.length, 18);
-    local.writeUInt32LE(data.length, 22);
+    const declared = e.declaredSize ?? data.length;
+    local.writeUInt32LE(declared, 18);
+    local.writeUInt32LE(declared, 22);
     local.writeUInt16LE(name.length, 26);
     const central = Buffer.alloc(46);
     central.writeUInt32LE(0x02014b50, 0);
@@ -133,8 +135,8 @@ export function rawZip(entries: { name: string; data: string | Buffer; mode?: nu
     central.writeUInt16LE(20, 6);
     central.writeUInt16LE(0x0800, 8);
     central.writeUInt32LE(crc, 16);
-    central.writeUInt32LE(data.length, 20);
-    central.writeUInt32LE(data.length, 24);
+    central.writeUInt32LE(declared, 20);
+    central.writeUInt32LE(declared, 24);
     central.writeUInt16LE(name.length, 28);
     central.writeUInt32LE(((e.mode ?? 0o100644) << 16) >>> 0, 38);
     central.writeUInt32LE(offset, 42);

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import yazl from 'yazl';
 import { ConfigError, loadConfig } from '../../src/config.js';
 import { collectStray } from '../../src/core/gc.js';
 import { materialize } from '../../src/runtime/workspace.js';
@@ -197,7 +198,7 @@ describe('S3 driver', () => {
     const up = (await t.call('POST', '/v1/state/upload', { key, body: { profileId: p.id, files: [{ name: 'snap.tgz', hash: ref(archive) }] } })).body.data;
     await put(up.uploadUrls[0], archive);
     const url = up.uploadUrls[0].url;
-    for (const bad of [url.replace(/X-Amz-Signature=[0-9a-f]+/, `X-Amz-Signature=${'0'.repeat(64)}`), url.replace('/uploads/', '/uploads/x'), url.replace('/uploads/', '/uploads/%ZZ')]) {
+    for (const bad of [url.replace(/X-Amz-Signature=[0-9a-f]+/, `X-Amz-Signature=${'0'.repeat(64)}`), url.replace('/uploads/', '/uploads/x'), url.replace('/uploads/', '/uploads/%ZZ'), url.replace(/X-Amz-Expires=\d+/, 'X-Amz-Expires=999999')]) {
       expect((await t.call('POST', '/v1/state/snapshot', { key, body: { profileId: p.id, storageUrl: bad } })).status).toBe(400);
     }
     const snap = await t.call('POST', '/v1/state/snapshot', { key, body: { profileId: p.id, storageUrl: url } });
@@ -216,6 +217,39 @@ describe('S3 driver', () => {
       expect(await keys(`blobs/${hex(content).slice(0, 2)}/${hex(content)}`)).toEqual([]);
     }
     expect(await keys(`uploads/${up.uploadId}/`)).toEqual([]);
+  });
+
+  it('fails a snapshot whose zip entry is corrupt, storing nothing; the next snapshot is restored', async () => {
+    const appId = await createApp('openclaw');
+    await deploy(t, key, appId, { 'a.md': 'a' });
+    const p = (await t.call('POST', '/v1/profile/create', { key, body: { appId, identifier: 'corrupt' } })).body.data;
+    const snapshotOf = async (archive: Buffer) => {
+      const up = (await t.call('POST', '/v1/state/upload', { key, body: { profileId: p.id, files: [{ name: 'snap', hash: ref(archive) }] } })).body.data;
+      await put(up.uploadUrls[0], archive);
+      const snap = await t.call('POST', '/v1/state/snapshot', { key, body: { profileId: p.id, storageUrl: up.uploadUrls[0].url } });
+      expect(snap.status).toBe(200);
+      return eventually(async () => {
+        const r = (await t.call('GET', `/v1/state/${snap.body.data.id}`, { key })).body.data;
+        return r.status !== 'materializing' && r;
+      }, 'snapshot');
+    };
+    // Its second entry's deflated bytes overwritten: the entry breaks off while it is read.
+    const zip = new yazl.ZipFile();
+    zip.addBuffer(Buffer.from('fine'), 'ok.txt');
+    zip.addBuffer(Buffer.from('hello '.repeat(5000)), 'c.txt');
+    zip.end();
+    const parts: Buffer[] = [];
+    for await (const c of zip.outputStream) parts.push(c as Buffer);
+    const corrupt = Buffer.concat(parts);
+    const second = corrupt.indexOf(Buffer.from('PK\x03\x04', 'latin1'), 4);
+    const data = second + 30 + corrupt.readUInt16LE(second + 26) + corrupt.readUInt16LE(second + 28);
+    corrupt.fill(0xff, data + 4, data + 12);
+    const failed = await snapshotOf(corrupt);
+    expect(failed).toMatchObject({ status: 'failed', isHead: false });
+    expect(failed.error).toMatch(/c\.txt|invalid zip|corrupt/);
+    expect(await keys(`blobs/${hex('fine').slice(0, 2)}/${hex('fine')}`)).toEqual([]);
+    const ready = await snapshotOf(await tarGz([{ name: 'after.md', data: 'after the corrupt one' }]));
+    expect(ready).toMatchObject({ status: 'ready', isHead: true });
   });
 
   it('finds objects in the bucket that no row accounts for in the store check, and removes only those', async () => {

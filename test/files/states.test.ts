@@ -317,6 +317,8 @@ describe('snapshots', () => {
   it.each([
     ['a zip with ../../etc/passwd', () => rawZip([{ name: 'ok.txt', data: 'fine' }, { name: '../../etc/passwd', data: 'root:x:0:0' }]), /\.\.\/\.\.\/etc\/passwd/],
     ['a zip with a symlink', () => rawZip([{ name: 'link', data: '/etc/passwd', mode: 0o120777 }]), /symbolic link/],
+    ['a zip whose stored entry claims fewer bytes than it holds', () => rawZip([{ name: 'a.txt', data: 'hello world', declaredSize: 5 }, { name: 'b.txt', data: 'b' }]), /"a\.txt" is corrupt: its bytes do not match its CRC-32/],
+    ['a zip whose stored entry claims more bytes than it holds', () => rawZip([{ name: 'a.txt', data: 'hello world', declaredSize: 50 }, { name: 'b.txt', data: 'b' }]), /"a\.txt" is corrupt/],
     ['a zip with an absolute path', () => rawZip([{ name: '/etc/cron.d/x', data: 'x' }]), /absolute/],
     ['a zip with a backslash in a name', () => rawZip([{ name: 'notes\\today.md', data: 'x' }]), /"notes\\\\today\.md" is not allowed: its path contains a backslash/],
     ['a tar.gz with a symlink', () => tarGz([{ name: 'link', type: 'symlink', linkname: '/etc/passwd' }]), /symlink/],

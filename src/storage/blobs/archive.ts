@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
+import { crc32, createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
 import yauzl from 'yauzl';
 
@@ -104,8 +104,15 @@ async function zipPass(file: string, limits: ArchiveLimits, onFile: OnFile | nul
         throw new ArchiveError(`entry ${JSON.stringify(entry.fileName)} has a suspicious compression ratio (a zip bomb?)`);
       }
       const path = tally.file(entry.fileName, entry.uncompressedSize);
-      // yauzl checks the inflated bytes against the declared size while streaming.
-      if (onFile) await onFile(path, entry.uncompressedSize, await zip.openReadStreamPromise(entry));
+      // yauzl checks the inflated bytes against the declared size while streaming; their CRC
+      // is checked here (a stored entry's size cannot be checked otherwise: it is whatever the
+      // header says, and a lie takes bytes of the next entry or leaves some out).
+      if (onFile) {
+        const raw = await zip.openReadStreamPromise(entry);
+        const checked = crcChecked(entry);
+        raw.once('error', (err) => checked.destroy(err)); // pipe does not pass errors on
+        await onFile(path, entry.uncompressedSize, raw.pipe(checked));
+      }
     }
   } catch (err) {
     if (err instanceof ArchiveError) throw err;
@@ -115,6 +122,20 @@ async function zipPass(file: string, limits: ArchiveLimits, onFile: OnFile | nul
   } finally {
     zip.close();
   }
+}
+
+/** Passes an entry's bytes on, and fails at their end when their CRC-32 is not the one its header declares. */
+function crcChecked(entry: yauzl.Entry): Transform {
+  let crc = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      crc = crc32(chunk, crc);
+      done(null, chunk);
+    },
+    flush(done) {
+      done(crc === entry.crc32 ? null : new ArchiveError(`entry ${JSON.stringify(entry.fileName)} is corrupt: its bytes do not match its CRC-32`));
+    },
+  });
 }
 
 async function tarPass(file: string, limits: ArchiveLimits, onFile: OnFile | null): Promise<void> {

@@ -80,7 +80,8 @@ export class S3BlobStore implements BlobStore {
     const date = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(url.searchParams.get('X-Amz-Date') ?? '');
     const expiresIn = Number(url.searchParams.get('X-Amz-Expires'));
     const signature = url.searchParams.get('X-Amz-Signature');
-    if (!m || !date || !Number.isInteger(expiresIn) || expiresIn <= 0 || !signature) return null;
+    // SigV4 presigned URLs last at most 7 days: ours never more, and the signer refuses more.
+    if (!m || !date || !Number.isInteger(expiresIn) || expiresIn <= 0 || expiresIn > 7 * 24 * 3600 || !signature) return null;
     const signingDate = new Date(Date.UTC(+date[1], +date[2] - 1, +date[3], +date[4], +date[5], +date[6]));
     if (signingDate.getTime() + expiresIn * 1000 < now.getTime()) return null;
     const uploadId = decodeSegment(m[1]);
