@@ -8,6 +8,7 @@ import { assertPublicUrl } from '../core/url-guard.js';
 import type { Db, Tx } from '../storage/db.js';
 import type { App } from '../storage/schema.js';
 import { exportTranscript, importTranscript, projectDirName, runClaudeTurn, type McpCredential } from './claude.js';
+import { startMcpProxy } from './mcp-proxy.js';
 import { TurnError, type TurnOutcome, type TurnRequest } from './turn.js';
 
 /**
@@ -20,11 +21,13 @@ export async function runClaude(req: TurnRequest): Promise<TurnOutcome> {
   const { ctx, instance, app } = req;
   const apiKey = ctx.config.anthropicApiKey;
   if (!apiKey) throw new TurnError('ANTHROPIC_API_KEY is not set on the server that ran this turn; claude apps cannot run without it.', 'not_configured');
-  const mcpServers = mcpServersOf(ctx, app);
-  await assertPublicMcpServers(ctx, mcpServers);
+  const credentials = mcpServersOf(ctx, app);
+  await assertPublicMcpServers(ctx, credentials);
   const configDir = path.join(ctx.config.dataDir, 'claude', instance.profileId!);
   await fs.mkdir(configDir, { recursive: true, mode: 0o700 });
   const saved = instance.sessionId ? await loadTranscript(ctx.db, instance.organizationId, instance.sessionId) : null;
+  // Claude Code reaches them through this process, never on its own (mcp-proxy.ts).
+  const proxy = credentials.length > 0 ? await startMcpProxy(ctx.config, credentials) : null;
   try {
     if (saved) await importTranscript(configDir, req.cwd, saved.sdkSessionId, saved.jsonl);
     const result = await runClaudeTurn({
@@ -33,7 +36,7 @@ export async function runClaude(req: TurnRequest): Promise<TurnOutcome> {
       prompt: req.prompt,
       images: req.images,
       resumeSessionId: saved?.sdkSessionId,
-      mcpServers,
+      mcpServers: proxy?.servers,
       anthropicBaseUrl: ctx.config.anthropicBaseUrl,
       anthropicApiKey: apiKey,
       model: ctx.config.claudeModel,
@@ -55,16 +58,16 @@ export async function runClaude(req: TurnRequest): Promise<TurnOutcome> {
       inputKept: jsonl !== null && jsonl !== (saved?.jsonl ?? null),
     };
   } finally {
+    await proxy?.close();
     // The transcript lives in the database; this worker's copy is only a cache.
     await fs.rm(path.join(configDir, 'projects', projectDirName(req.cwd)), { recursive: true, force: true });
   }
 }
 
 /**
- * The private-address guard again, just before Claude Code connects with the tokens: the URLs
- * were checked when the app was created, but a name may resolve elsewhere now. A refused
- * server fails the turn. (Claude Code resolves the name itself a moment later; a DNS answer
- * that changes in between is not caught here.)
+ * The private-address guard again, before the turn: the URLs were checked when the app was
+ * created, but a name may resolve elsewhere now. A refused server fails the turn, saying why.
+ * (The proxy checks each address again when it connects, and refuses redirects.)
  */
 async function assertPublicMcpServers(ctx: Pick<Ctx, 'config'>, servers: McpCredential[]): Promise<void> {
   for (const server of servers) {

@@ -31,7 +31,8 @@ export interface ClaudeTurnOptions {
   prompt: string;
   images?: TurnImage[];
   resumeSessionId?: string;
-  mcpServers?: McpCredential[];
+  /** HTTP MCP servers; without a token when a proxy adds it (the run pipeline's mcp-proxy.ts). */
+  mcpServers?: (Omit<McpCredential, 'token'> & { token?: string })[];
   /**
    * Tools allowed beyond edits in cwd (e.g. `Bash(npm test:*)`). Claude Code ignores the
    * allow rules of an untrusted workspace's .claude/settings.json, so the caller passes them.
@@ -142,7 +143,7 @@ function crashMessage(crash: unknown, stderrTail: string): string {
 
 function sdkOptions(opts: ClaudeTurnOptions, tmpDir: string, abortController: AbortController): Options {
   const mcpServers = Object.fromEntries(
-    (opts.mcpServers ?? []).map((s) => [s.name, { type: 'http' as const, url: s.url, headers: { Authorization: `Bearer ${s.token}` } }]),
+    (opts.mcpServers ?? []).map((s) => [s.name, { type: 'http' as const, url: s.url, ...(s.token ? { headers: { Authorization: `Bearer ${s.token}` } } : {}) }]),
   );
   return {
     cwd: opts.cwd,

@@ -585,6 +585,26 @@ describe('inputs', () => {
     }
   });
 
+  it('reaches MCP servers only through the server, which follows no redirect', async () => {
+    // A server answering every request with a redirect to the app's real MCP server (which a
+    // public URL could do to a loopback service).
+    const redirector = http.createServer((req, res) => res.writeHead(307, { location: mcp.url }).end());
+    await new Promise<void>((r) => redirector.listen(0, '127.0.0.1', r));
+    try {
+      const credentials = [{ type: 'static_bearer', mcp_server_url: `http://127.0.0.1:${(redirector.address() as AddressInfo).port}/mcp`, token: MCP_TOKEN }];
+      const other = (await api.call('POST', '/v1/app/create', { slug: 'mcp-redirect', type: 'claude', credentials })).body.data.id;
+      await deploy(t, key, other, BUNDLE);
+      const channel = (await api.call('POST', '/v1/channel/create', { appId: other, slug: 'api', type: 'api' })).body.data.id;
+      mcp.requests.length = 0;
+      fake.script(onTurn('FOLLOW-ME', { blocks: [{ type: 'text', text: 'No tools today.' }] }));
+      const run = (await api.run({ appId: other, channelId: channel, userId: 'redirected', input: 'FOLLOW-ME' })).body.data;
+      expect((await api.events(run.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed', output: 'No tools today.' });
+      expect(mcp.requests).toHaveLength(0);
+    } finally {
+      redirector.close();
+    }
+  });
+
   it('validates the run request; refusals create and charge nothing', async () => {
     const before = (await api.call('GET', `/v1/instance/list?appId=${appId}`)).body.data.total;
     const bad = async (body: Record<string, unknown>, status = 400) => {
