@@ -33,7 +33,7 @@ export async function startMcpProxy(config: Pick<Config, 'allowPrivateUrls'>, cr
   const routes = credentials.map((c) => ({ ...c, prefix: `/${randomBytes(16).toString('hex')}` }));
   const server = http.createServer((req, res) => {
     const fail = (status: number, message: string) => {
-      if (!res.headersSent) res.writeHead(status, { 'content-type': 'application/json' });
+      res.writeHead(status, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: message }));
     };
     const path = req.url ?? '/';
@@ -65,7 +65,10 @@ export async function startMcpProxy(config: Pick<Config, 'allowPrivateUrls'>, cr
         answer.on('error', () => res.destroy());
       },
     );
-    upstream.on('error', (err: NodeJS.ErrnoException) => fail(502, `the MCP server could not be reached: ${err.message}`));
+    upstream.on('error', (err: NodeJS.ErrnoException) => {
+      if (res.headersSent) res.destroy(); // broke off mid-answer: so does the answer
+      else fail(502, `the MCP server could not be reached: ${err.message}`);
+    });
     res.on('close', () => upstream.destroy());
     req.pipe(upstream);
   });
