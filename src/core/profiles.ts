@@ -163,10 +163,10 @@ export interface UpdateProfileInput {
 export async function updateProfile(ctx: Ctx, organizationId: string, ref: string, input: UpdateProfileInput, appRef?: string): Promise<Profile> {
   const appId = appRef ? (await findApp(ctx.db, organizationId, appRef)).id : undefined;
   const profile = await findProfile(ctx.db, organizationId, ref, { appId });
-  if (input.accessGroupId !== undefined) await findAccessGroup(ctx.db, organizationId, input.accessGroupId, profile.appId);
   if (input.identifier === undefined && input.accessGroupId === undefined && input.metadata === undefined) return profile;
   try {
     return await ctx.db.transaction().execute(async (tx) => {
+      // The group must be of the profile's app (so of this organization), checked and locked in one.
       if (input.accessGroupId !== undefined) await lockAccessGroup(tx, input.accessGroupId, profile.appId);
       return tx
         .updateTable('profiles')
