@@ -21,11 +21,14 @@ export interface McpProxy {
   close(): Promise<void>;
 }
 
-/** Hop-by-hop headers: they describe one connection, not the request. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'authorization']);
+/**
+ * Headers not passed through: the hop-by-hop ones (they describe one connection), `host` (set
+ * for the target) and `authorization` (the proxy sets the token).
+ */
+const NOT_FORWARDED = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'authorization']);
 
-function endToEnd(headers: http.IncomingHttpHeaders): http.OutgoingHttpHeaders {
-  return Object.fromEntries(Object.entries(headers).filter(([name]) => !HOP_BY_HOP.has(name.toLowerCase())));
+function forwarded(headers: http.IncomingHttpHeaders): http.OutgoingHttpHeaders {
+  return Object.fromEntries(Object.entries(headers).filter(([name]) => !NOT_FORWARDED.has(name.toLowerCase())));
 }
 
 export async function startMcpProxy(config: Pick<Config, 'allowPrivateUrls'>, credentials: McpCredential[]): Promise<McpProxy> {
@@ -50,7 +53,7 @@ export async function startMcpProxy(config: Pick<Config, 'allowPrivateUrls'>, cr
       target,
       {
         method: req.method,
-        headers: { ...endToEnd(req.headers), authorization: `Bearer ${route.token}` },
+        headers: { ...forwarded(req.headers), authorization: `Bearer ${route.token}` },
         agent: false,
         ...(config.allowPrivateUrls ? {} : { lookup: publicLookup }),
       },
@@ -60,7 +63,7 @@ export async function startMcpProxy(config: Pick<Config, 'allowPrivateUrls'>, cr
           answer.resume();
           return fail(502, `the MCP server answered a redirect (HTTP ${status}); redirects are not followed`);
         }
-        res.writeHead(status, endToEnd(answer.headers));
+        res.writeHead(status, forwarded(answer.headers));
         answer.pipe(res);
         answer.on('error', () => res.destroy());
       },
