@@ -103,6 +103,35 @@ describe('harnesslayer CLI', () => {
     }
   });
 
+  it('npm start passes a stop signal on to the server, which stops gracefully instead of living on', async () => {
+    // What a process manager does when `npm start` is its command: SIGTERM to npm.
+    const port = await freePort();
+    const npm = spawn('npm', ['start', '--silent'], { env: env({ PORT: String(port) }), cwd: path.resolve('.') });
+    let out = '';
+    npm.stdout.on('data', (d) => (out += d));
+    npm.stderr.on('data', (d) => (out += d));
+    let serverPid: number | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        npm.stdout.on('data', () => (out.includes('listening on') ? resolve() : undefined));
+        npm.once('exit', (code) => reject(new Error(`npm start exited ${code}: ${out}`)));
+      });
+      // The server's pid, from its request log.
+      expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+      await expect.poll(() => /"pid":(\d+)/.exec(out)?.[1]).toBeDefined();
+      serverPid = Number(/"pid":(\d+)/.exec(out)![1]);
+      npm.kill('SIGTERM');
+      await once(npm, 'exit');
+      // The server itself got the signal (its graceful stop says so) and is gone with npm.
+      expect(out).toContain('SIGTERM: stopping');
+      expect(() => process.kill(serverPid!, 0)).toThrow();
+      serverPid = undefined;
+    } finally {
+      if (npm.exitCode === null) npm.kill('SIGKILL');
+      if (serverPid) process.kill(serverPid, 'SIGKILL');
+    }
+  });
+
   it('a first start on a port in use says what to do, and the owner key comes with the start that listens', async () => {
     const fresh = await cloneTemplate(); // no user yet: a first start
     const where = { HARNESSLAYER_DATA_DIR: fresh.dataDir, ...(fresh.databaseUrl ? { DATABASE_URL: fresh.databaseUrl } : {}), HOST: '127.0.0.1' };
