@@ -136,6 +136,38 @@ describe('harnesslayer deploy', () => {
     }
   });
 
+  it('answers an early refusal and then closes without resetting a client still sending', async () => {
+    const { key } = await appAndFolder('refused-early');
+    const limit = t.config.maxBundleBytes;
+    const hash = `sha256-${'0'.repeat(64)}`;
+    const upload = (await t.call('POST', '/v1/version/upload', { key, body: { appId: 'refused-early', files: [{ name: 'big.bin', hash }] } })).body.data;
+    const target = new URL(upload.uploadUrls[0].url);
+    t.config.maxBundleBytes = 1024 * 1024;
+    try {
+      // A client that announces 40 MiB and sends 8 MiB of it before it reads a byte: the 413 is
+      // answered on the headers, long before. A reset would throw away the answer unread.
+      const socket = net.connect(Number(target.port), target.hostname);
+      await once(socket, 'connect');
+      socket.pause();
+      socket.write(`PUT ${target.pathname}${target.search} HTTP/1.1\r\nHost: ${target.host}\r\nContent-Type: application/octet-stream\r\nContent-Length: ${40 * 1024 * 1024}\r\n\r\n`);
+      let writeError: Error | undefined;
+      socket.on('error', (err) => (writeError ??= err));
+      const chunk = Buffer.alloc(256 * 1024);
+      for (let i = 0; i < 32 && !writeError; i++) if (!socket.write(chunk)) await Promise.race([once(socket, 'drain'), once(socket, 'close')]);
+      socket.end();
+      let answer = '';
+      socket.on('data', (d: Buffer) => (answer += d.toString('latin1')));
+      socket.resume();
+      await once(socket, 'close');
+      expect(writeError).toBeUndefined();
+      expect(answer).toMatch(/^HTTP\/1\.1 413 /);
+      expect(answer).toMatch(/connection: close/i);
+      expect(answer).toContain('A file may hold at most 1048576 bytes.');
+    } finally {
+      t.config.maxBundleBytes = limit;
+    }
+  });
+
   it('says so when a file changes between hashing and sending, and stores no version', async () => {
     const { key, client, dir } = await appAndFolder('changing');
     await fs.writeFile(path.join(dir, 'a.md'), 'the first words, and more\n');

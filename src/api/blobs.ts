@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { Type } from 'typebox';
 import type { Ctx } from '../core/context.js';
@@ -24,7 +25,10 @@ export function blobRoutes(app: Api, ctx: Ctx): void {
     // discard the rest of the announced body first (up to any Content-Length, 2^40 say), and a
     // keep-alive client's next request on it would wait behind that.
     scope.addHook('onSend', async (request, reply) => {
-      if (!request.raw.complete) reply.header('connection', 'close');
+      if (!request.raw.complete) {
+        reply.header('connection', 'close');
+        lingerBeforeClosing(request.raw.socket);
+      }
     });
 
     scope.put(
@@ -117,4 +121,28 @@ export function blobRoutes(app: Api, ctx: Ctx): void {
         .send(await zipStream(ctx, files, createdAt));
     },
   );
+}
+
+/** How long a connection closed after an early answer goes on taking in what the client still sends. */
+const LINGER_MS = 2_000;
+
+/**
+ * Closes the connection after an answer sent before its request's body was read to the end,
+ * without losing that answer. Node closes such a socket as soon as the answer is written; with
+ * the client's bytes still unread in it, the kernel then resets the connection, and a client
+ * still sending its body can see the reset (write EPIPE, ECONNRESET) before it reads the 413
+ * that explains it. Instead the server half-closes (its FIN follows the answer) and reads and
+ * discards what still comes until the client closes too, for at most LINGER_MS: the staged
+ * close of RFC 9112 §9.6.
+ */
+function lingerBeforeClosing(socket: Socket | null): void {
+  if (!socket || socket.destroyed) return;
+  // Node's server calls destroySoon once the answer of a `connection: close` reply is written.
+  socket.destroySoon = function (this: Socket) {
+    this.end();
+    const timer = setTimeout(() => this.destroy(), LINGER_MS);
+    timer.unref();
+    this.once('close', () => clearTimeout(timer));
+    this.resume();
+  };
 }
