@@ -82,11 +82,13 @@ async function queueRun(ctx: Ctx, organizationId: string, app: App, channel: { i
     // Shared lock: runs of the profile go on together, its deletion waits for them (and a run
     // waits for a deletion in progress, then sees it). So every instance of a profile is
     // committed before its deletion, and its deletion job finds them all.
-    const live = await tx.selectFrom('profiles').select('status').where('id', '=', profile.id).forShare().executeTakeFirst();
+    // The group is read under the lock too: a move to another group (or the group's deletion,
+    // which moves its profiles) commits before this read or waits for this run.
+    const live = await tx.selectFrom('profiles').select(['status', 'accessGroupId']).where('id', '=', profile.id).forShare().executeTakeFirst();
     if (live?.status !== 'active') return null;
     const sessionId = await resolveSession(ctx, tx, app, profile, input.sessionId);
     const now = ctx.now();
-    await charge(ctx, tx, profile, now);
+    await charge(tx, profile.id, live.accessGroupId, now);
     const instanceId = newId('instance');
     await tx
       .insertInto('instances')
@@ -236,17 +238,19 @@ async function checkSessionFor(ctx: Ctx, app: App, userId: string, sessionId: st
  * previous one left), the other periods always, so a group that later changes its reset
  * period reads a true count. No row back: over the limit, and the transaction rolls back.
  */
-async function charge(ctx: Ctx, tx: Tx, profile: Profile, now: Date): Promise<void> {
-  const group = await tx.selectFrom('accessGroups').select(['limit', 'limitReset', 'limitMessage']).where('id', '=', profile.accessGroupId).executeTakeFirst();
-  const limit = group?.limit ?? null;
-  const guarded = group?.limitReset ?? 'monthly';
-  const over = () => new LimitExceededError(group?.limitMessage ?? DEFAULT_LIMIT_MESSAGE);
+async function charge(tx: Tx, profileId: string, accessGroupId: string, now: Date): Promise<void> {
+  const group = await tx.selectFrom('accessGroups').select(['limit', 'limitReset', 'limitMessage']).where('id', '=', accessGroupId).executeTakeFirst();
+  // Cannot happen while the profile row is locked (a group's deletion moves its profiles
+  // first); never read as "unlimited" if it did.
+  if (!group) throw new ConflictError("The profile's access group changed while this run started; run again.", 'access_group_changed');
+  const { limit, limitReset: guarded } = group;
+  const over = () => new LimitExceededError(group.limitMessage ?? DEFAULT_LIMIT_MESSAGE);
   if (limit !== null && limit <= 0) throw over();
   for (const period of counterOrder(guarded)) {
     const check = limit !== null && period === guarded;
     const res = await sql<{ used: number }>`
       insert into usage_counters (profile_id, period, period_start, used)
-      values (${profile.id}, ${period}, ${periodStart(period, now)}, 1)
+      values (${profileId}, ${period}, ${periodStart(period, now)}, 1)
       on conflict (profile_id, period, period_start) do update set used = usage_counters.used + 1
       ${check ? sql`where usage_counters.used < ${limit}` : sql``}
       returning used`.execute(tx);
