@@ -4,8 +4,15 @@ import type { Ctx } from '../core/context.js';
 import { BadRequestError, ConflictError } from '../core/errors.js';
 import { sha256Hex } from '../core/secrets.js';
 
-const KEY_RULE = /^[\x21-\x7e]{1,255}$/;
+/** Printable ASCII, the space included (Node trims a header value's outer spaces). */
+const KEY_RULE = /^[\x20-\x7e]{1,255}$/;
 const TTL_MS = 24 * 60 * 60 * 1000;
+/**
+ * A claim still unanswered after this long belongs to a process that died mid-request (no
+ * request lasts it: long-polls hold 60 s, a stream's claim is released as it starts): the
+ * next request with the key takes it over instead of being told "in progress" for a day.
+ */
+const ABANDONED_MS = 15 * 60 * 1000;
 
 interface Claim {
   keyHash: string;
@@ -46,7 +53,8 @@ export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
     };
     // No body is {}: an endpoint without body fields takes either (CONTRACT §9).
     const bodyHash = sha256Hex(canonicalJson(request.body ?? {}));
-    const cutoff = new Date(ctx.now().getTime() - TTL_MS);
+    const now = ctx.now().getTime();
+    const [expired, abandoned] = [new Date(now - TTL_MS), new Date(now - ABANDONED_MS)];
     const inserted = await ctx.db.transaction().execute(async (tx) => {
       await tx
         .deleteFrom('idempotencyKeys')
@@ -54,7 +62,7 @@ export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
         .where('method', '=', claim.method)
         .where('path', '=', claim.path)
         .where('idempotencyKey', '=', key)
-        .where('createdAt', '<', cutoff)
+        .where((eb) => eb.or([eb('createdAt', '<', expired), eb.and([eb('statusCode', 'is', null), eb('createdAt', '<', abandoned)])]))
         .execute();
       return tx
         .insertInto('idempotencyKeys')

@@ -289,6 +289,32 @@ describe('Idempotency-Key', () => {
     expect(await t.ctx.db.selectFrom('apps').select('id').where('slug', '=', 'in-flight').execute()).toEqual([]);
   });
 
+  it('takes over a claim that no request has answered for 15 minutes (its process died)', async () => {
+    const body = { slug: 'orphaned-claim', type: 'claude' };
+    const claim = { keyHash: hashKey(key), method: 'POST', path: '/v1/app/create', bodyHash: sha256Hex(canonicalJson(body)) };
+    const ago = (minutes: number) => new Date(Date.now() - minutes * 60_000);
+    await t.ctx.db.insertInto('idempotencyKeys').values({ ...claim, idempotencyKey: 'died-1', createdAt: ago(16) }).execute();
+    await t.ctx.db.insertInto('idempotencyKeys').values({ ...claim, idempotencyKey: 'slow-1', createdAt: ago(14) }).execute();
+    const slow = await t.call('POST', '/v1/app/create', { key, body, headers: { 'idempotency-key': 'slow-1' } });
+    expect(slow.status).toBe(409);
+    expect(slow.body.code).toBe('idempotency_in_progress');
+    const retried = await t.call('POST', '/v1/app/create', { key, body, headers: { 'idempotency-key': 'died-1' } });
+    expect(retried.status).toBe(200);
+    const again = await t.call('POST', '/v1/app/create', { key, body, headers: { 'idempotency-key': 'died-1' } });
+    expect(again).toMatchObject({ status: 200, body: retried.body, headers: { 'idempotent-replayed': 'true' } });
+  });
+
+  it('takes a key with spaces in it: printable ASCII is 0x20-0x7e', async () => {
+    const headers = { 'idempotency-key': 'create app 42' };
+    const body = { slug: 'spaced-key', type: 'claude' };
+    const first = await t.call('POST', '/v1/app/create', { key, body, headers });
+    expect(first.status, JSON.stringify(first.body)).toBe(200);
+    const again = await t.call('POST', '/v1/app/create', { key, body, headers });
+    expect(again).toMatchObject({ status: 200, body: first.body, headers: { 'idempotent-replayed': 'true' } });
+    const tab = await t.call('POST', '/v1/app/create', { key, body, headers: { 'idempotency-key': 'create\tapp' } });
+    expect(tab.status).toBe(400);
+  });
+
   it('replays the first reply, refuses another body, and scopes keys per path', async () => {
     const headers = { 'idempotency-key': 'create-app-1' };
     const first = await t.call('POST', '/v1/app/create', { key, body: { slug: 'idem', type: 'claude' }, headers });
