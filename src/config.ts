@@ -1,3 +1,4 @@
+import { isIPv6 } from 'node:net';
 import path from 'node:path';
 
 /** Everything the server reads from its environment, validated once at start-up. */
@@ -60,6 +61,14 @@ function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
 /** pino's levels: the server log shows this level and above. */
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
+/**
+ * `http://HOST:PORT`, the default base of signed and inbound URLs and what `serve` prints; an
+ * IPv6 address in brackets, as a URL needs it. With PORT 0 the server sets the port it got.
+ */
+export function defaultPublicUrl(host: string, port: number): string {
+  return `http://${isIPv6(host) ? `[${host}]` : host}:${port}`;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
   const port = overrides.port ?? int(env, 'PORT', 8787);
   const host = overrides.host ?? (env.HOST || '127.0.0.1');
@@ -82,7 +91,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     databaseUrl,
     storage,
     s3: { endpoint: env.S3_ENDPOINT || undefined, region: env.S3_REGION || undefined },
-    publicUrl: (overrides.publicUrl ?? (env.HARNESSLAYER_PUBLIC_URL || `http://${host}:${port}`)).replace(/\/+$/, ''),
+    publicUrl: (overrides.publicUrl ?? (env.HARNESSLAYER_PUBLIC_URL || defaultPublicUrl(host, port))).replace(/\/+$/, ''),
     userKey: overrides.userKey ?? (env.HARNESSLAYER_USER_KEY || undefined),
     secret: overrides.secret ?? (env.HARNESSLAYER_SECRET || undefined),
     anthropicBaseUrl: overrides.anthropicBaseUrl ?? (env.ANTHROPIC_BASE_URL || undefined),

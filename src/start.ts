@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { ConfigError, type Config } from './config.js';
+import type { AddressInfo } from 'node:net';
+import { ConfigError, defaultPublicUrl, type Config } from './config.js';
 import type { Ctx } from './core/context.js';
 import { bootstrapOwner } from './core/keys.js';
 import { EventHub } from './core/events.js';
@@ -96,6 +97,10 @@ export async function start(config: Config, role: Role = 'all', opts: { listen?:
 async function listen(server: Server, config: Config): Promise<void> {
   try {
     await server.listen({ port: config.port, host: config.host });
+    // "Any free port": signed URLs, when their base is the default, name the one taken.
+    if (config.port === 0 && config.publicUrl === defaultPublicUrl(config.host, 0)) {
+      config.publicUrl = defaultPublicUrl(config.host, (server.server.address() as AddressInfo).port);
+    }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE') throw new ConfigError(`${config.host}:${config.port} is already in use (another harnesslayer, or another program): set PORT, or --port, to a free port.`);

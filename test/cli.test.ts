@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
 import { cloneTemplate, type TestDatabase } from './helpers/databases.js';
 
 const BIN = path.resolve('bin/harnesslayer.mjs');
@@ -130,6 +131,39 @@ describe('harnesslayer CLI', () => {
       if (npm.exitCode === null) npm.kill('SIGKILL');
       if (serverPid) process.kill(serverPid, 'SIGKILL');
     }
+  });
+
+  it('PORT=0 takes any free port, and names it in its log line and in the URLs it signs', async () => {
+    const child = spawn(process.execPath, [BIN, 'serve'], { env: env({ PORT: '0', HARNESSLAYER_USER_KEY: 'dk-AnyPortKey0000000000000000000000000000' }) });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', () => (out.includes('all: listening on') ? resolve() : undefined));
+        child.once('exit', (code) => reject(new Error(`serve exited ${code}: ${out}`)));
+      });
+      const base = /all: listening on (http:\/\/127\.0\.0\.1:(\d+))/.exec(out);
+      expect(base, out).not.toBeNull();
+      expect(Number(base![2])).toBeGreaterThan(0);
+      const post = async (p: string, key: string, body: unknown) =>
+        (await (await fetch(`${base![1]}${p}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })).json()) as { data: any };
+      const org = await post('/v1/organization/create', 'dk-AnyPortKey0000000000000000000000000000', { name: 'Any port', slug: `any-port-${Date.now()}` });
+      await post('/v1/app/create', org.data.apiKey, { slug: 'a', type: 'claude' });
+      const upload = await post('/v1/version/upload', org.data.apiKey, { appId: 'a', files: [{ name: 'CLAUDE.md', hash: `sha256-${'0'.repeat(64)}` }] });
+      expect(upload.data.uploadUrls[0].url.startsWith(`${base![1]}/v1/blobs/upload/`)).toBe(true);
+    } finally {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    }
+  });
+
+  it('brackets an IPv6 HOST in the default public URL, so signed URLs parse', () => {
+    const config = loadConfig({ HOST: '::1', PORT: '8787' });
+    expect(config.publicUrl).toBe('http://[::1]:8787');
+    expect(new URL(`${config.publicUrl}/v1/download/x`).port).toBe('8787');
+    expect(loadConfig({ HOST: '0.0.0.0', PORT: '9000' }).publicUrl).toBe('http://0.0.0.0:9000');
+    expect(loadConfig({ HOST: '::1', HARNESSLAYER_PUBLIC_URL: 'https://agents.example.com/' }).publicUrl).toBe('https://agents.example.com');
   });
 
   it('a first start on a port in use says what to do, and the owner key comes with the start that listens', async () => {

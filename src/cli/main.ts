@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
-import { ConfigError, loadConfig } from '../config.js';
+import type { AddressInfo } from 'node:net';
+import { ConfigError, defaultPublicUrl, loadConfig } from '../config.js';
 import { registerDeployCommand } from './deploy.js';
 import { registerRunCommand } from './run.js';
 import type { Role } from '../start.js';
@@ -34,7 +35,7 @@ program
     if (running.ownerKey) {
       console.log(`\nFirst start: created the owner. Its user API key (shown once, keep it):\n\n  ${running.ownerKey}\n`);
     }
-    const where = running.server ? `listening on http://${config.host}:${config.port}` : 'worker only';
+    const where = running.server ? `listening on ${defaultPublicUrl(config.host, (running.server.server.address() as AddressInfo).port)}` : 'worker only';
     console.log(`harnesslayer ${opts.role}: ${where} (database: ${running.ctx.database.kind})`);
     if (opts.role !== 'api' && !config.anthropicApiKey) {
       console.warn('Warning: ANTHROPIC_API_KEY is not set. The API works, but every agent turn fails until it is set (restart with ANTHROPIC_API_KEY=...).');

@@ -1,4 +1,3 @@
-import type { AddressInfo } from 'node:net';
 import { sql } from 'kysely';
 import { loadConfig, type Config } from '../../src/config.js';
 import type { Ctx } from '../../src/core/context.js';
@@ -47,12 +46,7 @@ export async function startTestServer(opts: { listen?: boolean; role?: Role; con
   );
   const running = await start(config, opts.role ?? 'all', { listen: opts.listen ?? false });
   const server = running.server!;
-  let url = '';
-  if (opts.listen) {
-    const port = (server.server.address() as AddressInfo).port;
-    url = `http://127.0.0.1:${port}`;
-    config.publicUrl = url;
-  }
+  const url = opts.listen ? config.publicUrl : ''; // start() put the port it got in it
   const call: TestServer['call'] = async (method, path, o = {}) => {
     const key = o.key ?? USER_KEY;
     const res = await server.inject({
