@@ -12,7 +12,7 @@ import { startMcpProxy } from './mcp-proxy.js';
 import { TurnError, type TurnOutcome, type TurnRequest } from './turn.js';
 
 /**
- * The `claude` runtime in the run pipeline: one config dir per profile under the data dir,
+ * The `claude` runtime in the run pipeline: Claude Code's config dir in the turn's scratch dir,
  * the session's transcript restored from the database before the turn and stored after it
  * (so `resume` works on any worker, after any restart), the app's credentials as HTTP MCP
  * servers, the model endpoint and key from the server's configuration.
@@ -23,7 +23,9 @@ export async function runClaude(req: TurnRequest): Promise<TurnOutcome> {
   if (!apiKey) throw new TurnError('ANTHROPIC_API_KEY is not set on the server that ran this turn; claude apps cannot run without it.', 'not_configured');
   const credentials = mcpServersOf(ctx, app);
   await assertPublicMcpServers(ctx, credentials);
-  const configDir = path.join(ctx.config.dataDir, 'claude', instance.profileId!);
+  // Claude Code's config dir and HOME: the turn's own, gone with it (its transcript is kept in
+  // the database, and what the agent writes to ~ is not the user's files).
+  const configDir = req.scratch;
   await fs.mkdir(configDir, { recursive: true, mode: 0o700 });
   const saved = instance.sessionId ? await loadTranscript(ctx.db, instance.organizationId, instance.sessionId) : null;
   // Claude Code reaches them through this process, never on its own (mcp-proxy.ts).

@@ -124,6 +124,9 @@ async function execute(ctx: Ctx, state: RunnerState, instance: Instance): Promis
   }, renewEveryMs(ctx.config.runLeaseSeconds));
   if (instance.stopRequested) local.end('stop');
   const root = turnDirectory(ctx, instance);
+  // The instance's own, not the session's: a reaped turn's runtime may still be exiting (and
+  // writing there) while the session's next turn starts.
+  const scratch = path.join(ctx.config.dataDir, 'runs', `${instance.id}-home`);
   let ws: Workspace | undefined;
   let after: Map<string, WorkFile> | undefined;
   let turn: TurnOutcome | undefined;
@@ -137,7 +140,7 @@ async function execute(ctx: Ctx, state: RunnerState, instance: Instance): Promis
     const images = await resolveImages(ctx, instance.images ?? [], abort.signal);
     const carried = await carriedInputs(ctx, instance);
     const prompt = carriedPrompt(carried, instance.input ?? '');
-    turn = await runtime({ ctx, instance, app, cwd: ws.cwd, prompt, images, abortSignal: abort.signal, onEvent: writer.push });
+    turn = await runtime({ ctx, instance, app, cwd: ws.cwd, scratch, prompt, images, abortSignal: abort.signal, onEvent: writer.push });
     // A turn that ended without a word has no output, as one stopped while queued (null, not "").
     const output = turn.status !== 'completed' && turn.output === '' ? null : turn.output;
     outcome = { status: turn.status, output, error: turn.error, usage: turn.usage, conversation: { inputKept: turn.inputKept, carriedUsed: carried.length } };
@@ -157,14 +160,16 @@ async function execute(ctx: Ctx, state: RunnerState, instance: Instance): Promis
     clearInterval(renew);
   }
   await writer.drain();
-  let ended = false;
+  // The turn's files are in memory now (scan). Its directories go before the final transaction:
+  // that commit starts the session's next turn, which sets `root` up afresh. Only while this
+  // worker still holds the instance: a turn reaped meanwhile leaves `root` alone, as the next
+  // turn may be running there already (it removes what a turn left behind before it starts).
+  await fs.rm(scratch, { recursive: true, force: true }).catch(() => {});
+  if (await renewLease(ctx, instance.id, state.workerId).catch(() => null)) await fs.rm(root, { recursive: true, force: true }).catch(() => {});
   try {
-    ended = await record(ctx, state, instance, outcome, ws, after, turn);
+    await record(ctx, state, instance, outcome, ws, after, turn);
   } finally {
     state.runs.delete(instance.id);
-    // A turn reaped meanwhile leaves the directory alone: the session's next turn may be using
-    // it already (it removes what a turn left behind before it starts).
-    if (ended) await fs.rm(root, { recursive: true, force: true }).catch(() => {});
   }
 }
 

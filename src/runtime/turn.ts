@@ -14,6 +14,12 @@ export interface TurnRequest {
   instance: Instance;
   app: App;
   cwd: string;
+  /**
+   * A directory of the turn's own outside `cwd` (so never committed), removed once the runtime
+   * has returned: where a runtime keeps its private files (Claude Code's config dir and HOME),
+   * so nothing of one user's turn outlives it on the worker.
+   */
+  scratch: string;
   /** What to send the model: the instance's input, after any carried ones (core/runs.ts, carriedPrompt). */
   prompt: string;
   images: TurnImage[];

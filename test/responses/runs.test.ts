@@ -5,6 +5,8 @@
 import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import fs from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -167,6 +169,21 @@ describe('sessions', () => {
     expect(session).toMatchObject({ turns: 2, lastInstanceId: two.instanceId, profileId: one.profileId });
     const usage = (await api.call('GET', `/v1/profile/${one.profileId}`)).body.data.usage;
     expect(usage).toEqual({ used: 3, limit: null, resetsAt: null });
+  });
+
+  it("a turn's directory is gone before its end commits: the session's next turn, which that commit starts, sets it up afresh", async () => {
+    const where = { root: '' };
+    fake.script(dynamic('CLEANUP-ONE', (r) => ((where.root = path.dirname(workDirOf(r, t.config.dataDir))), [{ type: 'text', text: 'One.' }])));
+    const next = fake.script(onTurn('CLEANUP-TWO', { blocks: [{ type: 'text', text: 'Two.' }] }));
+    const first = (await api.run({ appId, channelId, userId: 'cleo', input: 'CLEANUP-ONE', sessionId: 'cleo-1' })).body.data;
+    // Removed after the commit instead, it could remove the next turn's directory under it.
+    const presentAtCommit: boolean[] = [];
+    instanceEndedHooks.push(async (_ctx, _tx, instance) => void (instance.id === first.instanceId && presentAtCommit.push(existsSync(where.root))));
+    const second = (await api.run({ appId, channelId, userId: 'cleo', input: 'CLEANUP-TWO', sessionId: 'cleo-1' })).body.data;
+    const end = (await api.events(second.instanceId)).at(-1)!.data;
+    expect(end, String(end.error)).toMatchObject({ status: 'completed', output: 'Two.' });
+    expect(allText((await next.request).body)).toContain('One.');
+    expect(presentAtCommit).toEqual([false]);
   });
 
   it('runs one session one turn at a time in arrival order; a queued stop ends at once and the chain goes on', async () => {
@@ -429,6 +446,27 @@ describe('files', () => {
     const profile = (await api.call('GET', `/v1/profile/${run.profileId}`)).body.data;
     expect(await api.instance(run.instanceId)).toMatchObject({ status: 'completed', stateId: profile.headStateId });
     expect((await api.call('GET', `/v1/state/list?profileId=${run.profileId}`)).body.data.total).toBe(1);
+  });
+});
+
+describe('what a turn leaves on the worker', () => {
+  it('nothing of the user once it ends: its working directory and its HOME (Claude Code config) go, and only the working directory is committed', async () => {
+    // The agent writes into its HOME, the turn's scratch dir (Claude Code's config dir too).
+    const home = { dir: '' };
+    fake.script(
+      dynamic('WRITE-HOME', () => [{ type: 'tool_use', id: 'toolu_home_1', name: 'Write', input: { file_path: path.join(home.dir, 'diary.txt'), content: 'private\n' } }]),
+    );
+    fake.script(afterTool('toolu_home_1', { blocks: [{ type: 'text', text: 'Noted.' }] }));
+    const run = (await api.run({ appId, channelId, userId: 'rosa', input: 'WRITE-HOME', sessionId: 'rosa-1' })).body.data;
+    home.dir = path.join(t.config.dataDir, 'runs', `${run.instanceId}-home`); // before the turn's first request: it waits on a worker
+    expect((await api.events(run.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed', output: 'Noted.' });
+    const { stateId } = await api.instance(run.instanceId);
+    const files = (await api.call('GET', `/v1/state/${stateId}`)).body.data.files.map((f: { name: string }) => f.name);
+    expect(files).not.toContain('diary.txt');
+    expect(files.some((f: string) => f.startsWith('home/') || f.startsWith('.claude.json'))).toBe(false);
+    await eventually(async () => (await fs.readdir(path.join(t.config.dataDir, 'runs'))).length === 0, 'the turn directories to be removed');
+    // No per-profile Claude Code directory outlives the turns of this file either.
+    expect(existsSync(path.join(t.config.dataDir, 'claude'))).toBe(false);
   });
 });
 
