@@ -16,10 +16,25 @@ export interface Workspace {
   cwd: string;
   /** The files as materialized, by path. */
   start: Map<string, TreeEntry>;
-  /** size and mtime of each materialized file: an untouched file needs no re-hashing. */
-  stamps: Map<string, { size: number; mtimeMs: number }>;
+  /** What each materialized file looked like on the disk: an untouched file needs no re-hashing. */
+  stamps: Map<string, Stamp>;
   headStateId: string | null;
   headSeq: number;
+}
+
+/**
+ * A file's inode, size and change time. Not its modification time, which `mv`, `cp -p` or
+ * `tar x` carry over from another file: a file moved over one of the same size and time would
+ * look untouched. The change time moves with any write, rename or `touch`, and no tool sets it.
+ */
+export type Stamp = { ino: number; size: number; ctimeMs: number };
+
+export function stampOf(st: { ino: number; size: number; ctimeMs: number }): Stamp {
+  return { ino: st.ino, size: st.size, ctimeMs: st.ctimeMs };
+}
+
+function sameStamp(a: Stamp, b: Stamp): boolean {
+  return a.ino === b.ino && a.size === b.size && a.ctimeMs === b.ctimeMs;
 }
 
 /** A file after the turn; `bytes` when it may be new content. */
@@ -41,7 +56,7 @@ export async function materialize(ctx: Ctx, profileId: string, cwd: string): Pro
   await fs.mkdir(cwd, { recursive: true });
   // Small files come from the database in one query per thousand, the rest from the store.
   const inline = await readInline(ctx.db, files.map((f) => f.hash));
-  const stamps = new Map<string, { size: number; mtimeMs: number }>();
+  const stamps = new Map<string, Stamp>();
   for (let i = 0; i < files.length; i += WRITE_PARALLEL) {
     await Promise.all(
       files.slice(i, i + WRITE_PARALLEL).map(async (f) => {
@@ -49,7 +64,7 @@ export async function materialize(ctx: Ctx, profileId: string, cwd: string): Pro
         await fs.mkdir(path.dirname(target), { recursive: true });
         await fs.writeFile(target, inline.get(f.hash) ?? (await readStored(ctx, f.hash)));
         const st = await fs.stat(target);
-        stamps.set(f.path, { size: st.size, mtimeMs: st.mtimeMs });
+        stamps.set(f.path, stampOf(st));
       }),
     );
   }
@@ -79,7 +94,7 @@ export async function scan(ws: Workspace, maxBytes: number): Promise<Map<string,
       const st = await fs.stat(full);
       const before = ws.start.get(rel);
       const stamp = ws.stamps.get(rel);
-      if (before && stamp && stamp.size === st.size && stamp.mtimeMs === st.mtimeMs) out.set(rel, before);
+      if (before && stamp && sameStamp(stamp, stampOf(st))) out.set(rel, before);
       else {
         const bytes = await fs.readFile(full);
         out.set(rel, { path: rel, hash: createHash('sha256').update(bytes).digest('hex'), size: bytes.length, bytes });
