@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Ctx } from './context.js';
-import { readBlob, type TreeEntry } from './trees.js';
+import { folders, readBlob, type TreeEntry } from './trees.js';
 import { mergeFile } from '../sync/merge/index.js';
 import type { Tx } from '../storage/db.js';
 
@@ -23,7 +23,8 @@ export function changedBetween(from: Map<string, TreeEntry>, to: Map<string, Tre
 export async function rebaseOnto(ctx: Pick<Ctx, 'blobs'>, tx: Tx, start: Map<string, TreeEntry>, mine: Map<string, WrittenFile>, current: Map<string, WrittenFile>): Promise<Map<string, WrittenFile>> {
   const result = new Map(current);
   const bytes = async (f: WrittenFile | undefined) => (f ? (f.bytes ?? (await readBlob({ db: tx, blobs: ctx.blobs }, f.hash))) : null);
-  for (const p of changedBetween(start, mine)) {
+  const changed = changedBetween(start, mine);
+  for (const p of changed) {
     const base = start.get(p);
     const cur = current.get(p);
     const own = mine.get(p);
@@ -35,7 +36,23 @@ export async function rebaseOnto(ctx: Pick<Ctx, 'blobs'>, tx: Tx, start: Map<str
     if (take) result.set(p, take);
     else result.delete(p);
   }
+  settleClashes(result, new Set(changed));
   return result;
+}
+
+/**
+ * A file of the writer's where the head now has a folder (`out` against `out/report.md`), or
+ * under a file of the head's: no disk holds both, and a profile whose state did could never
+ * run another turn. As a sync's `smart` merge settles such a clash (profile-merge.ts), the
+ * side already on the head stays and the writer's path goes; the rest of its changes stand.
+ */
+function settleClashes(result: Map<string, WrittenFile>, changed: Set<string>): void {
+  const headFolders = new Set<string>();
+  for (const p of result.keys()) if (!changed.has(p)) for (const d of folders(p)) headFolders.add(d);
+  for (const p of changed) {
+    if (!result.has(p)) continue;
+    if (headFolders.has(p) || folders(p).some((d) => result.has(d) && !changed.has(d))) result.delete(p);
+  }
 }
 
 function contentEntry(p: string, bytes: Buffer): WrittenFile {

@@ -58,6 +58,13 @@ export function pathProblem(name: string): string | null {
   return null;
 }
 
+/** The folders above a path: `a`, `a/b` for `a/b/c`. */
+export function folders(p: string): string[] {
+  const out: string[] = [];
+  for (let i = p.indexOf('/'); i !== -1; i = p.indexOf('/', i + 1)) out.push(p.slice(0, i));
+  return out;
+}
+
 /**
  * The names of one bundle, taken one by one: none twice, and none both a file and a folder
  * (`a` and `a/b`), which no disk could hold as files. `add` returns what is wrong with a name
@@ -72,12 +79,11 @@ export class BundleNames {
     if (this.files.has(name)) return 'appears twice';
     const inside = this.folders.get(name);
     if (inside !== undefined) return `is both a file and a folder (${JSON.stringify(inside)} is inside it)`;
-    const folders: string[] = [];
-    for (let i = name.indexOf('/'); i !== -1; i = name.indexOf('/', i + 1)) folders.push(name.slice(0, i));
-    const file = folders.find((f) => this.files.has(f));
+    const above = folders(name);
+    const file = above.find((f) => this.files.has(f));
     if (file !== undefined) return `is inside ${JSON.stringify(file)}, which is also a file`;
     this.files.add(name);
-    for (const f of folders) if (!this.folders.has(f)) this.folders.set(f, name);
+    for (const f of above) if (!this.folders.has(f)) this.folders.set(f, name);
     return null;
   }
 }

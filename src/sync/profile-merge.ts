@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { mergeFile, type ConflictKind, type Strategy } from './merge/index.js';
-import { applyOverlay, overlayHashOf, sortByPath, totals, treeHashOf, type OverlayEntry, type TreeEntry } from '../core/trees.js';
+import { applyOverlay, folders, overlayHashOf, sortByPath, totals, treeHashOf, type OverlayEntry, type TreeEntry } from '../core/trees.js';
 
 /**
  * One profile's merge of a new app version, as data: which overlay its new state has
@@ -55,13 +55,6 @@ function clashesWith(incoming: VersionTree, p: string): boolean {
   if (incoming.dirs.has(p)) return true;
   for (let i = p.indexOf('/'); i !== -1; i = p.indexOf('/', i + 1)) if (incoming.byPath.has(p.slice(0, i))) return true;
   return false;
-}
-
-/** The folders above a path: `a`, `a/b` for `a/b/c`. */
-function folders(p: string): string[] {
-  const out: string[] = [];
-  for (let i = p.indexOf('/'); i !== -1; i = p.indexOf('/', i + 1)) out.push(p.slice(0, i));
-  return out;
 }
 
 /** Paths whose content differs between two version trees (changed, added or removed). */

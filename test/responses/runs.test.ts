@@ -439,6 +439,27 @@ describe('files', () => {
     });
   });
 
+  it('overlapping runs that make one path a file and a folder: the head keeps its side, and the profile runs on', async () => {
+    const a = editTurn('CLASH-A', { out: 'a file\n', 'a-only.txt': 'kept\n' }, { blocks: [{ type: 'text', text: ['A is ', 'done.'] }], pauseAfter: 1 });
+    const runA = (await api.run({ appId, channelId, userId: 'cleo', input: 'CLASH-A', sessionId: 'cleo-a' })).body.data;
+    await a.paused; // A wrote `out` and is still running
+    editTurn('CLASH-B', { 'out/report.md': 'a report\n' }, { blocks: [{ type: 'text', text: 'B is done.' }] });
+    const runB = (await api.run({ appId, channelId, userId: 'cleo', input: 'CLASH-B', sessionId: 'cleo-b' })).body.data;
+    expect((await api.events(runB.instanceId)).at(-1)!.data.status).toBe('completed');
+    a.resume();
+    expect((await api.events(runA.instanceId)).at(-1)!.data.status).toBe('completed');
+    const head = (await api.call('GET', `/v1/state/${(await api.instance(runA.instanceId)).stateId}`)).body.data;
+    const names = head.files.map((f: { name: string }) => f.name);
+    expect(names).toContain('out/report.md');
+    expect(names).toContain('a-only.txt');
+    expect(names).not.toContain('out');
+
+    fake.script(onTurn('CLASH-C', { blocks: [{ type: 'text', text: 'Hello again.' }] }));
+    const runC = (await api.run({ appId, channelId, userId: 'cleo', input: 'CLASH-C', sessionId: 'cleo-c' })).body.data;
+    const end = (await api.events(runC.instanceId)).at(-1)!.data;
+    expect(end, String(end.error)).toMatchObject({ status: 'completed', output: 'Hello again.' });
+  });
+
   it('a turn that changes no file leaves the head as it was', async () => {
     fake.script(onTurn('JUST-TALK', { blocks: [{ type: 'text', text: 'Nothing to change.' }] }));
     const run = (await api.run({ appId, channelId, userId: 'quinn', input: 'JUST-TALK' })).body.data;
