@@ -113,11 +113,31 @@ async function fetchArchive(ctx: Ctx, source: SnapshotSource, file: string): Pro
   }
 }
 
+/** Attempts of a snapshot job before it gives up: the queue retries one whose worker died. */
+const SNAPSHOT_ATTEMPTS = 3;
+
+async function failSnapshot(ctx: Ctx, state: { organizationId: string; id: string }, reason: string): Promise<void> {
+  await ctx.db
+    .updateTable('states')
+    .set({ status: 'failed', error: `The snapshot could not be materialized: ${reason}` })
+    .where('organizationId', '=', state.organizationId)
+    .where('id', '=', state.id)
+    .where('status', '=', 'materializing')
+    .execute();
+}
+
 /** The materialize-snapshot job. Idempotent: a state that is no longer materializing is left alone. */
-export async function materializeSnapshot(ctx: Ctx, job: { organizationId: string; stateId: string; source: SnapshotSource }): Promise<void> {
+export async function materializeSnapshot(ctx: Ctx, job: { organizationId: string; stateId: string; source: SnapshotSource; attempt?: number }): Promise<void> {
   const state = await ctx.db.selectFrom('states').selectAll().where('organizationId', '=', job.organizationId).where('id', '=', job.stateId).executeTakeFirst();
   if (!state || state.status !== 'materializing') return;
   const stage = `snapshot-${state.id}`;
+  if ((job.attempt ?? 1) > SNAPSHOT_ATTEMPTS) {
+    // This job never fails on its own (any error fails the state): each earlier attempt died
+    // with its worker. A fourth would likely die as they did.
+    await failSnapshot(ctx, state, `its worker stopped during each of ${SNAPSHOT_ATTEMPTS} attempts (an archive too large to unpack on this server, say). Nothing was registered; try a smaller archive.`);
+    await ctx.blobs.discardStage(stage, 0).catch(() => undefined);
+    return;
+  }
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-snapshot-'));
   try {
     const archive = path.join(dir, 'archive');
@@ -177,14 +197,7 @@ export async function materializeSnapshot(ctx: Ctx, job: { organizationId: strin
     });
   } catch (err) {
     const reason = err instanceof ArchiveError || err instanceof AppError ? err.message : `internal error: ${(err as Error).message}`;
-    await ctx.db
-      .updateTable('states')
-      .set({ status: 'failed', error: `The snapshot could not be materialized: ${reason}` })
-      .where('organizationId', '=', state.organizationId)
-      .where('id', '=', state.id)
-      .where('status', '=', 'materializing')
-      .execute()
-      .catch(() => undefined);
+    await failSnapshot(ctx, state, reason).catch(() => undefined);
   } finally {
     await ctx.blobs.discardStage(stage, 0).catch(() => undefined);
     await fs.rm(dir, { recursive: true, force: true });

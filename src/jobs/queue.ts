@@ -10,11 +10,14 @@ import type { Database, Tx } from '../storage/db.js';
 export const JOBS = {
   'delete-app': { retryLimit: 10, retryDelay: 5, retryBackoff: true },
   'delete-profile': { retryLimit: 10, retryDelay: 5, retryBackoff: true },
-  'materialize-snapshot': { retryLimit: 2, retryDelay: 5, retryBackoff: true },
+  // The jobs below end what they serve themselves once earlier attempts all died or failed
+  // (the state `failed`, the sync's profiles `failed`: see their `attempt` checks), before the
+  // queue runs out of retries and leaves it materializing or running for good.
+  'materialize-snapshot': { retryLimit: 5, retryDelay: 5, retryBackoff: true },
   // A sync's range jobs are idempotent (items are claimed with SKIP LOCKED and marked in the
   // committing transaction), so a job whose worker died is simply run again once it expires.
-  'sync-start': { retryLimit: 20, retryDelay: 2, retryBackoff: true },
-  'sync-range': { retryLimit: 20, retryDelay: 2, retryBackoff: true },
+  'sync-start': { retryLimit: 8, retryDelay: 2, retryBackoff: true },
+  'sync-range': { retryLimit: 8, retryDelay: 2, retryBackoff: true },
   // Never retried by the queue: a turn is not idempotent. The instance row is the truth; the
   // run reaper fails instances whose worker died and re-sends jobs for queued ones.
   'run-instance': { retryLimit: 0 },
@@ -30,7 +33,8 @@ export type JobName = keyof typeof JOBS;
 
 /** How long after a scheduled job's time its workers are woken: it must be due by then. */
 const DUE_MARGIN_MS = 20;
-export type JobHandler = (data: Record<string, unknown>) => Promise<void>;
+/** `attempt`: 1 for a job's first run, n when n − 1 runs before it died or failed. */
+export type JobHandler = (data: Record<string, unknown>, job: { attempt: number }) => Promise<void>;
 
 export class Queue {
   readonly boss: PgBoss;
@@ -83,13 +87,19 @@ export class Queue {
   }
 
   /**
-   * Creates the queue unless it exists. Processes starting together on a new database (scale-
+   * Creates the queue unless it exists, or brings its retry options to the catalog's (a
+   * database made by an earlier release). Processes starting together on a new database (scale-
    * out's first start) create the same queues at once, and PostgreSQL may answer one of them
    * with a deadlock or a duplicate: that one looks again, after a short random pause.
    */
   private async ensureQueue(name: string, options: Omit<PgBoss.Queue, 'name'>): Promise<void> {
     for (let attempt = 1; ; attempt++) {
-      if (await this.boss.getQueue(name)) return;
+      const existing = await this.boss.getQueue(name);
+      if (existing) {
+        const differs = (Object.keys(options) as (keyof typeof options)[]).some((k) => existing[k] !== options[k]);
+        if (differs) await this.boss.updateQueue(name, { name, ...options });
+        return;
+      }
       try {
         await this.boss.createQueue(name, { name, ...options });
         return;
@@ -151,10 +161,10 @@ export class Queue {
     const worker = { id: '' };
     worker.id = await this.boss.work<Record<string, unknown>>(
       name,
-      { pollingIntervalSeconds: opts.pollingIntervalSeconds ?? 5, batchSize: opts.batchSize ?? 1 },
+      { pollingIntervalSeconds: opts.pollingIntervalSeconds ?? 5, batchSize: opts.batchSize ?? 1, includeMetadata: true },
       async (jobs) => {
         try {
-          for (const job of jobs) await handler(job.data);
+          for (const job of jobs) await handler(job.data, { attempt: job.retryCount + 1 });
         } finally {
           if (worker.id) this.boss.notifyWorker(worker.id); // fetch again without waiting; an empty fetch then waits
         }

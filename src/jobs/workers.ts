@@ -16,14 +16,14 @@ export async function registerWorkers(ctx: Ctx): Promise<void> {
   ctx.events.on('jobs', (name) => ctx.queue.wake(name as JobName));
   await ctx.queue.work('delete-app', (d) => purgeApp(ctx, String(d.appId)));
   await ctx.queue.work('delete-profile', (d) => purgeProfile(ctx, String(d.profileId)));
-  await ctx.queue.work('materialize-snapshot', (d) =>
-    materializeSnapshot(ctx, { organizationId: String(d.organizationId), stateId: String(d.stateId), source: d.source as SnapshotSource }),
+  await ctx.queue.work('materialize-snapshot', (d, { attempt }) =>
+    materializeSnapshot(ctx, { organizationId: String(d.organizationId), stateId: String(d.stateId), source: d.source as SnapshotSource, attempt }),
   );
-  await ctx.queue.work('sync-start', (d) => startSync(ctx, String(d.syncId)));
+  await ctx.queue.work('sync-start', (d, { attempt }) => startSync(ctx, String(d.syncId), attempt));
   // Two range jobs at a time per worker: merging is CPU work, the writes are I/O.
   for (let i = 0; i < 2; i++) {
-    await ctx.queue.work('sync-range', (d) =>
-      processSyncRange(ctx, { syncId: String(d.syncId), after: (d.after as string | null) ?? null, upto: (d.upto as string | null) ?? null }),
+    await ctx.queue.work('sync-range', (d, { attempt }) =>
+      processSyncRange(ctx, { syncId: String(d.syncId), after: (d.after as string | null) ?? null, upto: (d.upto as string | null) ?? null, attempt }),
     );
   }
   // Agent turns: `runConcurrency` at a time, the stop listener and the lease reaper.

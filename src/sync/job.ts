@@ -12,13 +12,26 @@ export const RANGE_SIZE = 5000;
 const BATCH_SIZE = 1000;
 
 /**
+ * Runs of a sync job (start or range) before it gives up: the queue retries one that failed or
+ * whose worker died, with a growing wait; past this, what is left fails, saying so, rather
+ * than wait for hours (and hold the app's later syncs) or stay running for good.
+ */
+const SYNC_JOB_ATTEMPTS = 5;
+
+/**
  * The sync-start job: snapshots the sync's scope into sync_items, marks it running and fans
  * out range jobs, all in one transaction (a crash leaves it queued, and the retry redoes it).
  */
-export async function startSync(ctx: Ctx, syncId: string): Promise<void> {
+export async function startSync(ctx: Ctx, syncId: string, attempt = 1): Promise<void> {
   await ctx.db.transaction().execute(async (tx) => {
     const sync = await tx.selectFrom('syncs').selectAll().where('id', '=', syncId).forUpdate().executeTakeFirst();
     if (!sync || sync.status !== 'queued') return;
+    if (attempt > SYNC_JOB_ATTEMPTS) {
+      // Nothing was merged (the start commits whole): the sync fails, the app's next one starts.
+      await tx.updateTable('syncs').set({ status: 'failed', completedAt: ctx.now() }).where('id', '=', syncId).execute();
+      await startNextSync(ctx, tx, sync.appId);
+      return;
+    }
     const ids = sync.profileIds;
     await sql`
       insert into sync_items (sync_id, profile_id)
@@ -113,9 +126,22 @@ type Outcome = {
  * Items are claimed with SKIP LOCKED and marked in the transaction that commits their states,
  * so a duplicate or retried job never merges a profile twice and a crash loses no work.
  */
-export async function processSyncRange(ctx: Ctx, job: { syncId: string; after: string | null; upto: string | null }): Promise<void> {
+export async function processSyncRange(ctx: Ctx, job: { syncId: string; after: string | null; upto: string | null; attempt?: number }): Promise<void> {
   const sync = await ctx.db.selectFrom('syncs').selectAll().where('id', '=', job.syncId).executeTakeFirst();
   if (!sync || sync.status !== 'running') return;
+  if ((job.attempt ?? 1) > SYNC_JOB_ATTEMPTS) {
+    // The profiles this range still has pending fail; each one merged before keeps its outcome.
+    let q = ctx.db
+      .updateTable('syncItems')
+      .set({ outcome: 'failed', error: `Not merged: the sync's worker failed or stopped on this profile's batch ${SYNC_JOB_ATTEMPTS} times; sync this profile again.` })
+      .where('syncId', '=', sync.id)
+      .where('outcome', 'is', null);
+    if (job.after !== null) q = q.where('profileId', '>', job.after);
+    if (job.upto !== null) q = q.where('profileId', '<=', job.upto);
+    await q.execute();
+    await finishIfDone(ctx, sync.id);
+    return;
+  }
   const cache = new SyncCache(ctx);
   const strategy = sync.strategy as Strategy;
   for (;;) {
