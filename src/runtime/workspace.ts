@@ -91,7 +91,13 @@ export async function scan(ws: Workspace, maxBytes: number): Promise<Map<string,
       const full = path.join(dir, entry.name);
       if (entry.isDirectory()) await walk(full, rel);
       if (!entry.isFile() || pathProblem(rel)) continue;
-      const st = await fs.stat(full);
+      // Gone: removed meanwhile (a process the turn left running), or a name that is not UTF-8,
+      // which readdir hands back with U+FFFD in it and no file has. Neither stops the others.
+      const st = await fs.stat(full).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return null;
+        throw err;
+      });
+      if (!st) continue;
       const before = ws.start.get(rel);
       const stamp = ws.stamps.get(rel);
       if (before && stamp && sameStamp(stamp, stampOf(st))) out.set(rel, before);
