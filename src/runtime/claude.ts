@@ -88,9 +88,9 @@ export async function runClaudeTurn(opts: ClaudeTurnOptions): Promise<ClaudeTurn
   const options: Options = { ...sdkOptions(opts, tmpDir, abortController), ...(child.spawn ? { spawnClaudeCodeProcess: child.spawn } : { stderr: opts.onStderr }) };
   const q = query({ prompt: input(), options });
   const turn = new TurnMapper(emit);
-  let ending: 'stopped' | 'timeout' | null = null;
+  let ending: 'stopped' | 'timeout' | 'refused' | null = null;
   let graceTimer: NodeJS.Timeout | undefined;
-  const interrupt = (why: 'stopped' | 'timeout') => {
+  const interrupt = (why: 'stopped' | 'timeout' | 'refused') => {
     if (ending || turn.result) return;
     ending = why;
     // interrupt() ends the turn cleanly and keeps the transcript resumable; abort() kills.
@@ -106,6 +106,9 @@ export async function runClaudeTurn(opts: ClaudeTurnOptions): Promise<ClaudeTurn
     for await (const message of q) {
       turn.handle(message);
       if (message.type === 'result') endInput();
+      // Claude Code retries a refused key with its backoff, for minutes: another try with the
+      // same key is refused again.
+      else if (turn.refusedStatus !== null) interrupt('refused');
     }
   } catch (err) {
     // After an error result the SDK also throws when the process exits: already handled.
@@ -128,10 +131,12 @@ export async function runClaudeTurn(opts: ClaudeTurnOptions): Promise<ClaudeTurn
   const [message, code] =
     ending === 'timeout'
       ? [`The turn timed out after ${opts.timeoutMs} ms.`, 'timeout']
-      : result
+      : ending === 'refused'
+        ? [turn.explained(`The model request was refused (HTTP ${turn.refusedStatus}).`), 'authentication_failed']
+        : result
         ? [turn.explained(resultError(result)), result.subtype === 'success' ? 'api_error' : result.subtype]
         : [`Claude Code failed: ${crashMessage(crash, child.stderr.tail())}`, 'runtime_error'];
-  if (!turn.errorEmitted || ending === 'timeout') emit({ type: 'error', data: { message, code } });
+  if (!turn.errorEmitted || ending === 'timeout' || ending === 'refused') emit({ type: 'error', data: { message, code } });
   return { ...base, status: 'failed', error: message };
 }
 
@@ -218,6 +223,8 @@ class TurnMapper {
   errorEmitted = false;
   /** The model endpoint refused the key (an assistant message with `error: authentication_failed`). */
   keyRefused = false;
+  /** The HTTP status of a refused key that Claude Code is about to retry (`system/api_retry`). */
+  refusedStatus: number | null = null;
   streamUsage: Usage = { ...ZERO_USAGE };
   private started = false;
   private streamingId: string | null = null;
@@ -238,6 +245,9 @@ class TurnMapper {
     if (m.type === 'system' && m.subtype === 'init' && !this.started) {
       this.started = true;
       this.emit({ type: 'status', data: { status: 'running' } });
+    } else if (m.type === 'system' && m.subtype === 'api_retry' && (m.error === 'authentication_failed' || m.error_status === 401 || m.error_status === 403)) {
+      this.keyRefused = true;
+      this.refusedStatus = m.error_status ?? 401;
     } else if (m.type === 'stream_event') {
       const ev = m.event;
       if (ev.type === 'message_start') {

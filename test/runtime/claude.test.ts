@@ -256,7 +256,10 @@ describe('claude runtime', () => {
 
   it("a key the model endpoint refuses fails the turn, saying which of the server's settings to check", async () => {
     const dirs = await profileDirs();
-    const { result, of } = await turn({ ...dirs, prompt: 'hi', anthropicApiKey: 'sk-wrong-key' });
+    // With Claude Code's own retries on, as on a server (it would retry the refusal for minutes).
+    const refusedBefore = fake.other.length;
+    const { result, of } = await turn({ ...dirs, prompt: 'hi', anthropicApiKey: 'sk-wrong-key', maxRetries: undefined });
+    expect(fake.other.length - refusedBefore).toBeLessThanOrEqual(2);
     expect(result.status).toBe('failed');
     expect(result.error).toContain('check ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL) on the server');
     expect(of('error').at(-1)!.message).toContain('check ANTHROPIC_API_KEY');
