@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import { HarnesslayerClient } from '../sdk/client.js';
+import { ResponseStream, type RunStarted } from '../sdk/harnesslayer.js';
 
 /**
  * `harnesslayer run --app A --channel C --user U [--session S] "message"`: runs an app for a
@@ -32,79 +34,37 @@ async function runCommand(opts: { url: string; key: string | undefined; body: Re
     console.error('Set HARNESSLAYER_API_KEY to an organization API key (dk-...).');
     return 2;
   }
-  const headers = { authorization: `Bearer ${opts.key}` };
-  const started = await post(opts.url, '/v1/response/run', headers, opts.body);
-  if (!started.ok) {
-    console.error(`Run refused: ${started.error}`);
+  const http = new HarnesslayerClient({ baseUrl: opts.url, apiKey: opts.key });
+  const stream = new ResponseStream(http, http.post<RunStarted>('/v1/response/run', opts.body));
+  let started: RunStarted;
+  try {
+    started = await stream.started;
+  } catch (err) {
+    console.error(`Run refused: ${(err as Error).message}`);
     return 1;
   }
-  const { instanceId, sessionId } = started.data as { instanceId: string; sessionId: string };
-  console.error(`session ${sessionId} · instance ${instanceId}`);
+  console.error(`session ${started.sessionId} · instance ${started.instanceId}`);
 
   let stopping = false;
   const onSigint = () => {
     if (stopping) process.exit(130);
     stopping = true;
     console.error('\nStopping... (Ctrl-C again to leave at once)');
-    void post(opts.url, '/v1/response/stop', headers, { instanceId });
+    stream.stop().catch((err: Error) => console.error(`Could not stop it: ${err.message}`));
   };
   process.on('SIGINT', onSigint);
   try {
-    return await follow(opts.url, instanceId, headers);
+    for await (const event of stream) {
+      const status = show(event);
+      if (status) return EXIT[status] ?? 1;
+    }
+    return 1;
+  } catch (err) {
+    console.error(`\nCannot read the reply: ${(err as Error).message}`);
+    return 1;
   } finally {
     process.off('SIGINT', onSigint);
   }
-}
-
-async function post(base: string, path: string, headers: Record<string, string>, body: unknown): Promise<{ ok: boolean; data?: unknown; error?: string }> {
-  try {
-    const res = await fetch(`${base}${path}`, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    const json = (await res.json()) as { success: boolean; data?: unknown; error?: string };
-    return { ok: json.success, data: json.data, error: json.error ?? `HTTP ${res.status}` };
-  } catch (err) {
-    return { ok: false, error: `cannot reach ${base}: ${(err as Error).message}. Is the server running (harnesslayer serve)?` };
-  }
-}
-
-/** Reads the SSE stream to the done event, resuming with Last-Event-ID if the connection drops. */
-async function follow(base: string, instanceId: string, headers: Record<string, string>): Promise<number> {
-  let lastId = 0;
-  for (let attempt = 0; attempt < 5; attempt++) {
-    let res: Response;
-    try {
-      res = await fetch(`${base}/v1/response/stream/${instanceId}`, { headers: { ...headers, accept: 'text/event-stream', 'last-event-id': String(lastId) } });
-    } catch (err) {
-      console.error(`\nConnection lost (${(err as Error).message}); retrying...`);
-      await new Promise((r) => setTimeout(r, 1000));
-      continue;
-    }
-    if (!res.ok || !res.body) {
-      console.error(`Cannot read the reply: HTTP ${res.status} ${await res.text()}`);
-      return 1;
-    }
-    let buffer = '';
-    const decoder = new TextDecoder();
-    try {
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        buffer += decoder.decode(chunk, { stream: true });
-        let end: number;
-        while ((end = buffer.indexOf('\n\n')) >= 0) {
-          const frame = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const id = /^id: (\d+)$/m.exec(frame)?.[1];
-          const data = /^data: (.*)$/m.exec(frame)?.[1];
-          if (!id || !data) continue; // a heartbeat
-          lastId = Number(id);
-          const status = show(JSON.parse(data) as { type: string; data: Record<string, unknown> });
-          if (status) return EXIT[status] ?? 1;
-        }
-      }
-    } catch (err) {
-      console.error(`\nConnection lost (${(err as Error).message}); resuming...`);
-    }
-  }
-  console.error('Gave up reading the reply.');
-  return 1;
 }
 
 /** Writes one event to the terminal; returns the final status on the result event. */

@@ -1,5 +1,5 @@
 /**
- * A small TypeScript client for the Harnesslayer API (the CLI and the benchmarks use it).
+ * A small TypeScript client for the Harnesslayer API (the SDK, the CLI and the benchmarks use it).
  * Every reply is the envelope; an error reply becomes an ApiError carrying status and code.
  */
 export class ApiError extends Error {
@@ -47,6 +47,27 @@ export class HarnesslayerClient {
     }
     if (!res.ok || !json.success) throw new ApiError(res.status, json.error ?? `${method} ${path} failed with ${res.status}`, json.code, json.details);
     return json.data as T;
+  }
+
+  /** Opens a server-sent event stream after event `lastEventId` (Last-Event-ID); an error reply becomes an ApiError. */
+  async stream(path: string, lastEventId = 0): Promise<Response> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.baseUrl}${path}`, {
+        headers: { authorization: `Bearer ${this.opts.apiKey}`, accept: 'text/event-stream', 'last-event-id': String(lastEventId) },
+      });
+    } catch (err) {
+      throw new ApiError(0, `Cannot reach ${this.baseUrl}: ${(err as Error).message}. Is the server running (harnesslayer serve)?`);
+    }
+    if (res.ok && res.body) return res;
+    const text = await res.text();
+    let json: { error?: string; code?: string } = {};
+    try {
+      json = JSON.parse(text);
+    } catch {
+      // not the envelope
+    }
+    throw new ApiError(res.status, json.error ?? `GET ${path} failed with ${res.status}`, json.code);
   }
 
   get<T = unknown>(path: string): Promise<T> {

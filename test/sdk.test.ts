@@ -1,0 +1,88 @@
+/**
+ * The TypeScript SDK (src/sdk/harnesslayer.ts) against a real server: the Python SDK's flow
+ * from spec/product-notes.md, with turns run by the real Claude Code on the fake model API.
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApiError } from '../src/sdk/client.js';
+import { Harnesslayer, type ResponseEvent } from '../src/sdk/harnesslayer.js';
+import { startFakeAnthropic, type FakeAnthropic } from './fakes/anthropic.js';
+import { declare, put, type UploadUrl } from './files/bundle.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+import { onTurn } from './responses/helpers.js';
+
+let t: TestServer;
+let fake: FakeAnthropic;
+let client: Harnesslayer;
+let folder: string;
+beforeAll(async () => {
+  fake = await startFakeAnthropic();
+  t = await startTestServer({ listen: true, config: { anthropicBaseUrl: fake.url, anthropicApiKey: fake.apiKey } });
+  client = new Harnesslayer({ apiKey: (await t.org()).key, baseUrl: t.url });
+  folder = await fs.mkdtemp(path.join(os.tmpdir(), 'harnesslayer-sdk-'));
+  await fs.writeFile(path.join(folder, 'CLAUDE.md'), '# Typedef app\n');
+});
+afterAll(async () => {
+  await t?.close();
+  await fake?.close();
+  await fs.rm(folder, { recursive: true, force: true });
+});
+
+describe('the TypeScript SDK', () => {
+  it('app.init creates the app with its folder as the head version, and gets it the next time', async () => {
+    const app = await client.app.init('typedef-app', { type: 'claude', versionPath: folder, name: 'Typedef App', limit: { amount: 100, interval: 'monthly', message: 'Out of credits!' } });
+    expect(app.data).toMatchObject({ slug: 'typedef-app', name: 'Typedef App', type: 'claude', headVersionId: expect.stringMatching(/^ver-/) });
+    const versions = (await client.http.get<{ total: number }>(`/v1/version/list?appId=${app.id}`)).total;
+    expect(versions).toBe(1);
+    const again = await client.app.init('typedef-app', { type: 'claude', versionPath: folder });
+    expect(again.id).toBe(app.id);
+    expect((await client.http.get<{ total: number }>(`/v1/version/list?appId=${app.id}`)).total).toBe(1);
+
+    // A folder that is not one creates nothing; an unknown slug without a type says what is missing.
+    await expect(client.app.init('no-folder', { type: 'claude', versionPath: path.join(folder, 'missing') })).rejects.toThrow(/is not a folder/);
+    await expect(client.http.get('/v1/app/no-folder')).rejects.toMatchObject({ status: 404 });
+    await expect(client.app.init('untyped')).rejects.toThrow(/give its type/);
+  });
+
+  it('version.create uploads a folder, or registers a bundle uploaded under a versionId; each becomes the head', async () => {
+    const app = await client.app.init('versions-app', { type: 'claude', versionPath: folder });
+    await fs.writeFile(path.join(folder, 'notes.md'), 'v2\n');
+    const v2 = await app.version.create({ versionPath: folder });
+    expect(v2).toMatchObject({ number: 2, fileCount: 2 });
+    expect(app.data.headVersionId).toBe(v2.id);
+
+    const files = { 'CLAUDE.md': '# v3\n' };
+    const up = await client.http.post<{ versionId: string; uploadUrls: UploadUrl[] }>('/v1/version/upload', { appId: app.id, versionId: 'ver-from-sdk', files: declare(files) });
+    for (const u of up.uploadUrls) expect((await put(u, files[u.name as keyof typeof files])).status).toBe(200);
+    const v3 = await app.version.create({ versionId: 'ver-from-sdk' });
+    expect(v3).toMatchObject({ id: 'ver-from-sdk', number: 3, fileCount: 1 });
+    expect((await client.app.get(app.id)).data.headVersionId).toBe('ver-from-sdk');
+  });
+
+  it('channel.init gets or creates by slug; channel.run streams the events to the done one', async () => {
+    const app = await client.app.init('chat-app', { type: 'claude', versionPath: folder });
+    const channel = await app.channel.init('my-api', { type: 'api' });
+    expect((await app.channel.init('my-api', { type: 'api' })).id).toBe(channel.id);
+
+    fake.script(onTurn('SDK-HELLO', { blocks: [{ type: 'text', text: ['Hello ', 'from the SDK.'] }] }));
+    const stream = channel.run({ sessionId: 'my-custom-session-id', userId: 'someone@example.com', input: 'SDK-HELLO world' });
+    const events: ResponseEvent[] = [];
+    for await (const event of stream) {
+      events.push(event);
+      if (event.done) break;
+    }
+    expect((await stream.started).sessionId).toBe('my-custom-session-id');
+    expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+    expect(events.filter((e) => e.type === 'text.delta').map((e) => e.data.text).join('')).toBe('Hello from the SDK.');
+    expect(events.at(-1)).toMatchObject({ type: 'result', done: true, data: { status: 'completed', output: 'Hello from the SDK.' } });
+
+    // A refusal reaches the caller as an ApiError, from `started` and from iterating.
+    const refused = channel.run({ userId: 'someone@example.com', input: 'hi', sessionId: 'x'.repeat(200) });
+    await expect(refused.started).rejects.toBeInstanceOf(ApiError);
+    await expect((async () => {
+      for await (const _ of refused) void _;
+    })()).rejects.toMatchObject({ status: 400 });
+  });
+});
