@@ -8,7 +8,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { download } from './files/bundle.js';
+import { download, rawZip, tarGz } from './files/bundle.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { HarnesslayerClient } from '../src/sdk/client.js';
 import { deployFolder, type DeployProgress } from '../src/sdk/deploy.js';
@@ -166,6 +166,29 @@ describe('harnesslayer deploy', () => {
     } finally {
       t.config.maxBundleBytes = limit;
     }
+  });
+
+  it('publishes a zip or tar.gz bundle as the folder it holds; a file that is not one, or a zip-slip, publishes nothing', async () => {
+    const { key, client, dir } = await appAndFolder('zipped');
+    const files = { 'CLAUDE.md': '# zipped\n', 'skills/a/SKILL.md': 'a skill\n' };
+    const zip = path.join(dir, 'bundle.zip');
+    await fs.writeFile(zip, rawZip(Object.entries(files).map(([name, data]) => ({ name, data }))));
+    const v1 = await deployFolder(client, zip, 'zipped');
+    expect(v1.version).toMatchObject({ number: 1, fileCount: 2 });
+    const gz = path.join(dir, 'bundle.tar.gz');
+    await fs.writeFile(gz, await tarGz([{ name: 'CLAUDE.md', data: '# from a tarball\n' }]));
+    expect((await deployFolder(client, gz, 'zipped')).version).toMatchObject({ number: 2, fileCount: 1 });
+    const url = (await t.call('GET', `/v1/version/download/${v1.version.id}`, { key })).body.data.url;
+    expect(Object.fromEntries(Object.entries(await download(url)).map(([k, v]) => [k, v.toString()]))).toEqual(files);
+
+    const notes = path.join(dir, 'notes.txt');
+    await fs.writeFile(notes, 'just text\n');
+    await expect(deployFolder(client, notes, 'zipped')).rejects.toThrow(/is not a bundle this can publish: the archive is neither a zip nor a tar\.gz file/);
+    const slip = path.join(dir, 'slip.zip');
+    await fs.writeFile(slip, rawZip([{ name: '../../etc/evil', data: 'x' }]));
+    await expect(deployFolder(client, slip, 'zipped')).rejects.toThrow(/is not a bundle this can publish/);
+    expect((await t.call('GET', '/v1/app/zipped', { key })).body.data.headVersionId).not.toBe(v1.version.id);
+    expect((await t.call('GET', '/v1/version/list?appId=zipped', { key })).body.data.total).toBe(2);
   });
 
   it('says so when a file changes between hashing and sending, and stores no version', async () => {

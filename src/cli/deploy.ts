@@ -8,7 +8,7 @@ export function registerDeployCommand(program: Command): void {
   program
     .command('deploy')
     .description('Upload a folder as the next version of an app (HARNESSLAYER_URL, HARNESSLAYER_API_KEY). Honours .harnesslayerignore.')
-    .argument('<folder>', 'the app folder (a Claude Code project or an OpenClaw workspace)')
+    .argument('<folder>', 'the app folder (a Claude Code project or an OpenClaw workspace), or a zip or tar.gz bundle of it')
     .requiredOption('--app <app>', 'app display id or slug')
     .option('--url <url>', 'server URL (overrides HARNESSLAYER_URL, default http://127.0.0.1:8787)')
     .action(async (folder: string, opts: { app: string; url?: string }) => {

@@ -6,6 +6,7 @@ import path from 'node:path';
 import ignore from 'ignore';
 import { eachLimit } from '../core/concurrency.js';
 import type { HarnesslayerClient } from './client.js';
+import { withUnpackedBundle } from './bundle-file.js';
 import { HashPool } from './hash-pool.js';
 import { TAR_END, tarHeader, tarPadding } from './tar.js';
 
@@ -210,7 +211,7 @@ export interface DeployResult {
 }
 
 /**
- * `harnesslayer deploy`: hashes the folder, asks for upload URLs, PUTs only what the server
+ * `harnesslayer deploy` (a folder, or a zip or tar.gz bundle of one): hashes the folder, asks for upload URLs, PUTs only what the server
  * lacks, completes, and returns the new head version.
  */
 export async function deployFolder(
@@ -219,6 +220,8 @@ export async function deployFolder(
   appId: string,
   opts: { concurrency?: number; onProgress?: (p: DeployProgress) => void; onSkip?: (name: string) => void } = {},
 ): Promise<DeployResult> {
+  // A zip (or tar.gz) bundle is published as the folder it holds.
+  if ((await fs.stat(folder).catch(() => null))?.isFile()) return withUnpackedBundle(folder, (dir) => deployFolder(client, dir, appId, opts));
   const listed = await listFolder(folder, opts.onSkip);
   // A version without files would take every app file out of the profiles at their next sync.
   if (listed.length === 0) throw new Error(`${path.resolve(folder)} holds no files to deploy (after .harnesslayerignore); nothing was deployed.`);

@@ -1,5 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { withUnpackedBundle } from './bundle-file.js';
 import { ApiError, HarnesslayerClient } from './client.js';
 import { deployFolder, listFolder, type DeployProgress } from './deploy.js';
 
@@ -114,7 +115,7 @@ export class Harnesslayer {
 
 export class App {
   readonly version = {
-    /** Uploads a folder as the next version, or registers one uploaded under `versionId`; it becomes the head. */
+    /** Uploads a folder (or a zip bundle of one) as the next version, or registers one uploaded under `versionId`; it becomes the head. */
     create: async (from: { versionPath: string; onProgress?: (p: DeployProgress) => void } | { versionId: string }): Promise<VersionData> => {
       const version =
         'versionId' in from
@@ -220,9 +221,10 @@ async function* sseEvents(res: Response): AsyncGenerator<ResponseEvent> {
   }
 }
 
-/** What `app.init` checks before it creates anything: a folder holding files to upload. */
+/** What `app.init` checks before it creates anything: a folder holding files to upload, or a bundle of one. */
 async function checkFolder(folder: string): Promise<void> {
   const stat = await fs.stat(folder).catch(() => null);
+  if (stat?.isFile()) return withUnpackedBundle(folder, checkFolder);
   if (!stat?.isDirectory()) throw new Error(`${path.resolve(folder)} is not a folder: give the app's folder (a Claude Code project or an OpenClaw workspace).`);
   if ((await listFolder(folder)).length === 0) throw new Error(`${path.resolve(folder)} holds no files to upload (after .harnesslayerignore).`);
 }
