@@ -88,6 +88,10 @@ export async function buildServer(ctx: Ctx, opts: BuildOptions = {}): Promise<Fa
     request.apiKeyHash = keyHash;
   });
 
+  // Before the checks below and the schema's: a refusal of the body is a first reply too, kept
+  // and replayed like any other (CONTRACT §9).
+  installIdempotency(app, ctx);
+
   // Endpoints that document no body fields (DELETEs, `state/download/{id}`) take no body or `{}`,
   // and those that document no query parameters take none: anything else is refused as a
   // body or query with a schema would be, never silently ignored (a DELETE with a mistyped
@@ -107,7 +111,6 @@ export async function buildServer(ctx: Ctx, opts: BuildOptions = {}): Promise<Fa
     if (extra !== undefined) throw new BadRequestError(`body.${extra}: unknown property "${extra}" is not allowed (this endpoint takes no body fields).`);
   });
 
-  installIdempotency(app, ctx);
   await registerRoutes(app, ctx);
   return app;
 }

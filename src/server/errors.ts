@@ -53,7 +53,7 @@ export function installErrorHandling(app: FastifyInstance): void {
       case 'FST_ERR_CTP_BODY_TOO_LARGE':
         return reply.status(413).send(body('The request body is too large.', 'payload_too_large'));
       case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-        return reply.status(415).send(body(`Unsupported Content-Type; send application/json.`, 'invalid_request'));
+        return reply.status(400).send(body(`The body must be a JSON object sent as Content-Type: application/json.`, 'invalid_request'));
       case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
         return reply.status(400).send(body('Content-Length does not match the body.', 'invalid_request'));
     }

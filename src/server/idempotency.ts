@@ -40,7 +40,9 @@ declare module 'fastify' {
  * Routes without an API key (inbound webhooks) have no caller to scope to and ignore the header.
  */
 export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
-  app.addHook('preHandler', async (request: FastifyRequest, reply: FastifyReply) => {
+  // preValidation: the claim is made before the body is checked, so a 400 for the body is the
+  // key's first reply like any other (another body with the key is then 409, not a new try).
+  app.addHook('preValidation', async (request: FastifyRequest, reply: FastifyReply) => {
     const header = request.headers['idempotency-key'];
     if (request.method !== 'POST' || header === undefined || request.apiKeyHash === undefined) return;
     const key = Array.isArray(header) ? header[0] : header;

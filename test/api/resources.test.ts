@@ -304,6 +304,25 @@ describe('Idempotency-Key', () => {
     expect(again).toMatchObject({ status: 200, body: retried.body, headers: { 'idempotent-replayed': 'true' } });
   });
 
+  it('keeps a first reply that refused the body: the same key with another body is 409, not a new try', async () => {
+    const headers = { 'idempotency-key': 'refused-body-1' };
+    for (const [i, bad] of [{ slug: 'BAD SLUG', type: 'claude' }, [], { slug: 'fine', type: 'claude', colour: 'red' }].entries()) {
+      const key2 = { 'idempotency-key': `refused-body-${i}` };
+      const first = await t.call('POST', '/v1/app/create', { key, body: bad, headers: key2 });
+      expect(first.status).toBe(400);
+      const replay = await t.call('POST', '/v1/app/create', { key, body: bad, headers: key2 });
+      expect(replay).toMatchObject({ status: 400, body: first.body, headers: { 'idempotent-replayed': 'true' } });
+      const other = await t.call('POST', '/v1/app/create', { key, body: { slug: `refused-then-${i}`, type: 'claude' }, headers: key2 });
+      expect(other.status).toBe(409);
+      expect(other.body.code).toBe('idempotency_key_reused');
+    }
+    // A route that takes no body fields refuses one before its schema does: kept too.
+    const refused = await t.call('POST', '/v1/state/download/state-none', { key, body: { format: 'zip' }, headers });
+    expect(refused.status).toBe(400);
+    expect((await t.call('POST', '/v1/state/download/state-none', { key, body: {}, headers })).body.code).toBe('idempotency_key_reused');
+    expect(await t.ctx.db.selectFrom('apps').select('id').where('slug', 'like', 'refused-then-%').execute()).toEqual([]);
+  });
+
   it('takes a key with spaces in it: printable ASCII is 0x20-0x7e', async () => {
     const headers = { 'idempotency-key': 'create app 42' };
     const body = { slug: 'spaced-key', type: 'claude' };
