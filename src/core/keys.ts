@@ -6,7 +6,13 @@ import type { Db } from '../storage/db.js';
 
 export type Principal = { kind: 'user'; userId: string } | { kind: 'organization'; organizationId: string };
 
-const KEY_PATTERN = /^dk-[A-Za-z0-9]{20,200}$/;
+/**
+ * What an API key looks like: `dk-` and up to 256 visible ASCII characters. Keys this server
+ * makes are `dk-` and 40 base62 characters; an operator's HARNESSLAYER_USER_KEY may be any
+ * such string (`dk-ops-key-1`). Keys are looked up by hash, so the form only screens out
+ * what cannot be a key.
+ */
+const KEY_PATTERN = /^dk-[\x21-\x7e]{1,256}$/;
 
 export function hashKey(key: string): string {
   return sha256Hex(key);
@@ -91,7 +97,7 @@ export async function createUser(ctx: Pick<Ctx, 'db'>, email: string | null): Pr
  */
 export async function bootstrapOwner(ctx: Pick<Ctx, 'db'>, userKey: string | undefined): Promise<string | undefined> {
   if (userKey) {
-    if (!KEY_PATTERN.test(userKey)) throw new Error('HARNESSLAYER_USER_KEY must look like dk- followed by 20+ letters and digits');
+    if (!KEY_PATTERN.test(userKey)) throw new Error('HARNESSLAYER_USER_KEY must be dk- followed by 1 to 256 visible ASCII characters (no spaces)');
     const existing = await ctx.db.selectFrom('apiKeys').select('kind').where('keyHash', '=', hashKey(userKey)).executeTakeFirst();
     if (existing) {
       if (existing.kind !== 'user') throw new Error('HARNESSLAYER_USER_KEY is already an organization key');
