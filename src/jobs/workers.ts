@@ -10,12 +10,27 @@ import { deliverWebhook } from '../channels/deliveries.js';
 import { attemptOf } from '../channels/retry.js';
 import { processInbound, processReply } from '../channels/sendblue.js';
 
+/**
+ * A deletion is never given up: once its attempts so far all failed or died with their worker,
+ * it is sent again as a new job an hour later, rather than run out of the queue's retries and
+ * leave the app or profile `deleting` for good (each attempt resumes where the last stopped).
+ */
+export const DELETION_ATTEMPTS = 5;
+const DELETION_RETRY_MS = 60 * 60 * 1000;
+
+async function retryLater(ctx: Ctx, name: 'delete-app' | 'delete-profile', data: Record<string, unknown>): Promise<void> {
+  console.error(`[jobs] ${name} ${JSON.stringify(data)} failed ${DELETION_ATTEMPTS} times; trying again in an hour.`);
+  await ctx.queue.send(name, data, { startAfter: new Date(Date.now() + DELETION_RETRY_MS) });
+}
+
 /** Thin handlers: each job is one call into core. */
 export async function registerWorkers(ctx: Ctx): Promise<void> {
   // A job sent anywhere wakes this process's workers of its name once its transaction commits.
   ctx.events.on('jobs', (name) => ctx.queue.wake(name as JobName));
-  await ctx.queue.work('delete-app', (d) => purgeApp(ctx, String(d.appId)));
-  await ctx.queue.work('delete-profile', (d) => purgeProfile(ctx, String(d.profileId)));
+  await ctx.queue.work('delete-app', (d, { attempt }) => (attempt > DELETION_ATTEMPTS ? retryLater(ctx, 'delete-app', d) : purgeApp(ctx, String(d.appId))));
+  await ctx.queue.work('delete-profile', (d, { attempt }) =>
+    attempt > DELETION_ATTEMPTS ? retryLater(ctx, 'delete-profile', d) : purgeProfile(ctx, String(d.profileId)),
+  );
   await ctx.queue.work('materialize-snapshot', (d, { attempt }) =>
     materializeSnapshot(ctx, { organizationId: String(d.organizationId), stateId: String(d.stateId), source: d.source as SnapshotSource, attempt }),
   );

@@ -4,7 +4,7 @@ import { materializeSnapshot, type SnapshotSource } from '../../src/core/snapsho
 import { Queue, JOBS } from '../../src/jobs/queue.js';
 import { processSyncRange, startSync } from '../../src/sync/job.js';
 import { deploy } from '../files/bundle.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
 
 // No workers: each job is run here, by hand, as the attempt the queue would say it is.
 let t: TestServer;
@@ -71,6 +71,29 @@ describe('jobs whose earlier attempts all died end what they serve, instead of l
       expect((await again.boss.getQueue('materialize-snapshot'))!.retryLimit).toBe(JOBS['materialize-snapshot'].retryLimit);
     } finally {
       await again.stop();
+    }
+  });
+});
+
+describe('a deletion whose attempts so far all failed', () => {
+  it('is never given up: a worker sends it again as a new job an hour later', async () => {
+    const w = await startTestServer({ config: { maintenanceIntervalSeconds: 3600 } }); // runs workers
+    try {
+      const { key: k } = await w.org();
+      const app = (await w.call('POST', '/v1/app/create', { key: k, body: { slug: 'hard-to-delete', type: 'claude' } })).body.data;
+      // The deletion job as the queue holds it after five attempts that died: run again now.
+      await w.ctx.db.updateTable('apps').set({ status: 'deleting' }).where('id', '=', app.id).execute();
+      const id = await w.ctx.queue.boss.send('delete-app', { appId: app.id }, { startAfter: new Date(Date.now() + 60_000) });
+      await sql`update pgboss.job set state = 'retry', retry_count = 5, started_on = now(), start_after = now() where id = ${id}`.execute(w.ctx.db);
+      w.ctx.queue.wake('delete-app');
+      const later = await eventually(async () => {
+        const rows = (await sql<{ startAfter: Date }>`select start_after from pgboss.job where name = 'delete-app' and data->>'appId' = ${app.id} and id <> ${id}`.execute(w.ctx.db)).rows;
+        return rows[0];
+      }, 'the deletion to be sent again');
+      expect(new Date(later.startAfter).getTime() - Date.now()).toBeGreaterThan(50 * 60_000);
+      expect((await w.call('GET', `/v1/app/${app.id}`, { key: k })).body.data.status).toBe('deleting');
+    } finally {
+      await w.close();
     }
   });
 });
