@@ -36,22 +36,24 @@ export async function rebaseOnto(ctx: Pick<Ctx, 'blobs'>, tx: Tx, start: Map<str
     if (take) result.set(p, take);
     else result.delete(p);
   }
-  settleClashes(result, new Set(changed));
+  settleClashes(result, current);
   return result;
 }
 
 /**
- * A file of the writer's where the head now has a folder (`out` against `out/report.md`), or
- * under a file of the head's: no disk holds both, and a profile whose state did could never
- * run another turn. As a sync's `smart` merge settles such a clash (profile-merge.ts), the
- * side already on the head stays and the writer's path goes; the rest of its changes stand.
+ * A path of the writer's where the head has a folder (`out` against `out/report.md`), or under
+ * a file of the head's (`notes/a.md` against `notes`): no disk holds both, and a profile whose
+ * state did could never run another turn. The head's paths never clash with one another, nor
+ * the writer's, so every clash is between a path the head holds and one only the writer
+ * brought; as a sync's `smart` merge settles such a clash (profile-merge.ts), the head's side
+ * stays and the writer's path goes. The rest of its changes stand.
  */
-function settleClashes(result: Map<string, WrittenFile>, changed: Set<string>): void {
-  const headFolders = new Set<string>();
-  for (const p of result.keys()) if (!changed.has(p)) for (const d of folders(p)) headFolders.add(d);
-  for (const p of changed) {
-    if (!result.has(p)) continue;
-    if (headFolders.has(p) || folders(p).some((d) => result.has(d) && !changed.has(d))) result.delete(p);
+function settleClashes(result: Map<string, WrittenFile>, current: Map<string, WrittenFile>): void {
+  const above = new Set<string>();
+  for (const p of result.keys()) for (const d of folders(p)) above.add(d);
+  for (const p of [...result.keys()]) {
+    if (current.has(p)) continue;
+    if (above.has(p) || folders(p).some((d) => result.has(d))) result.delete(p);
   }
 }
 
