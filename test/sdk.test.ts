@@ -2,12 +2,15 @@
  * The TypeScript SDK (src/sdk/harnesslayer.ts) against a real server: the Python SDK's flow
  * from spec/product-notes.md, with turns run by the real Claude Code on the fake model API.
  */
+import { once } from 'node:events';
 import fs from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiError } from '../src/sdk/client.js';
-import { Harnesslayer, type ResponseEvent } from '../src/sdk/harnesslayer.js';
+import { ApiError, HarnesslayerClient } from '../src/sdk/client.js';
+import { Harnesslayer, ResponseStream, type ResponseEvent } from '../src/sdk/harnesslayer.js';
 import { startFakeAnthropic, type FakeAnthropic } from './fakes/anthropic.js';
 import { declare, put, type UploadUrl } from './files/bundle.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
@@ -84,5 +87,36 @@ describe('the TypeScript SDK', () => {
     await expect((async () => {
       for await (const _ of refused) void _;
     })()).rejects.toMatchObject({ status: 400 });
+  });
+
+  it('reads a stream that broke off again from its last event, waiting for a server that restarts', async () => {
+    // A server of its own, speaking the stream's wire format: it breaks the first connection
+    // after one event and is gone for 300 ms; then it answers the rest.
+    const frame = (seq: number, done: boolean) =>
+      `id: ${seq}\nevent: x\ndata: ${JSON.stringify({ seq, type: done ? 'result' : 'message', data: {}, done, createdAt: new Date().toISOString() })}\n\n`;
+    const asked: (string | undefined)[] = [];
+    let server: http.Server;
+    const handler: http.RequestListener = (req, res) => {
+      asked.push(req.headers['last-event-id'] as string | undefined);
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      if (asked.length > 1) return void res.end(frame(2, true));
+      res.write(frame(1, false), () => {
+        res.socket?.destroy();
+        server.close(() => setTimeout(() => (server = http.createServer(handler).listen(port, '127.0.0.1')), 300));
+      });
+    };
+    server = http.createServer(handler).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as AddressInfo).port;
+    const stream = new ResponseStream(new HarnesslayerClient({ baseUrl: `http://127.0.0.1:${port}`, apiKey: 'dk-test' }), Promise.resolve({ instanceId: 'inst-1', sessionId: 's', profileId: 'p', status: 'queued' }));
+    const seen: number[] = [];
+    try {
+      for await (const e of stream) seen.push(e.seq);
+    } finally {
+      server.close();
+    }
+    expect(seen).toEqual([1, 2]);
+    expect(asked[0]).toBe('0');
+    expect(asked.at(-1)).toBe('1');
   });
 });

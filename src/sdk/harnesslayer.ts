@@ -159,8 +159,12 @@ export class Channel {
   }
 }
 
-/** How many times a stream that broke off is read again from its last event. */
+/**
+ * A stream that broke off is read again from its last event, after 0.5, 1, 2, 4 and 8 s (a
+ * server restarting, say); each event that arrives starts the count again.
+ */
 const RESUMES = 5;
+const RESUME_FIRST_WAIT_MS = 500;
 
 /**
  * A response's events, read from its server-sent event stream, resumed from the last event
@@ -191,6 +195,7 @@ export class ResponseStream implements AsyncIterable<ResponseEvent> {
       try {
         for await (const event of sseEvents(await this.http.stream(`/v1/response/stream/${instanceId}`, lastSeq))) {
           lastSeq = event.seq;
+          resume = 0;
           yield event;
           if (event.done) return;
         }
@@ -199,8 +204,9 @@ export class ResponseStream implements AsyncIterable<ResponseEvent> {
       }
       // The connection broke off (or ended early): read on from the last event.
       if (resume >= RESUMES) {
-        throw new Error(`The event stream of ${instanceId} broke off ${RESUMES + 1} times; read the rest with GET /v1/response/stream/${instanceId} (Last-Event-ID: ${lastSeq}).`);
+        throw new Error(`The event stream of ${instanceId} broke off and could not be read again; read the rest with GET /v1/response/stream/${instanceId} (Last-Event-ID: ${lastSeq}).`);
       }
+      await new Promise((resolve) => setTimeout(resolve, RESUME_FIRST_WAIT_MS * 2 ** resume));
     }
   }
 }
