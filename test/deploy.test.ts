@@ -154,7 +154,7 @@ describe('harnesslayer deploy', () => {
       socket.on('error', (err) => (writeError ??= err));
       const chunk = Buffer.alloc(256 * 1024);
       for (let i = 0; i < 32 && !writeError; i++) if (!socket.write(chunk)) await Promise.race([once(socket, 'drain'), once(socket, 'close')]);
-      socket.end();
+      // Like any HTTP client, it does not close its side before the answer: it reads on.
       let answer = '';
       socket.on('data', (d: Buffer) => (answer += d.toString('latin1')));
       socket.resume();
@@ -163,6 +163,44 @@ describe('harnesslayer deploy', () => {
       expect(answer).toMatch(/^HTTP\/1\.1 413 /);
       expect(answer).toMatch(/connection: close/i);
       expect(answer).toContain('A file may hold at most 1048576 bytes.');
+
+      // The same refusal of a chunked body (no length announced), once 1 MiB of it has been read,
+      // and of a batch whose tar exceeds the limit.
+      for (const [url, refusal] of [
+        [target, 'A file may hold at most 1048576 bytes; nothing was stored.'],
+        [new URL(upload.batchUrl.url), 'exceed the bundle limit of 1048576 bytes'],
+      ] as const) {
+        const chunked = net.connect(Number(url.port), url.hostname);
+        await once(chunked, 'connect');
+        chunked.pause();
+        chunked.write(`PUT ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n`);
+        let chunkedError: Error | undefined;
+        chunked.on('error', (err) => (chunkedError ??= err));
+        // A tar entry header announcing 8 MiB first (read as a file's bytes by the single-file URL).
+        const header = Buffer.alloc(512);
+        header.write('big.bin', 0);
+        header.write(`${(8 * 1024 * 1024).toString(8).padStart(11, '0')}\0`, 124);
+        header.write('0', 156);
+        header.write('ustar\0' + '00', 257);
+        header.fill(' ', 148, 156);
+        let sum = 0;
+        for (const b of header) sum += b;
+        header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+        const body = Buffer.concat([header, Buffer.alloc(8 * 1024 * 1024)]);
+        for (let at = 0; at < body.length && !chunkedError; at += 256 * 1024) {
+          const part = body.subarray(at, at + 256 * 1024);
+          const data = Buffer.concat([Buffer.from(`${part.length.toString(16)}\r\n`), part, Buffer.from('\r\n')]);
+          if (!chunked.write(data)) await Promise.race([once(chunked, 'drain'), once(chunked, 'close')]);
+        }
+        chunked.write('0\r\n\r\n');
+        let chunkedAnswer = '';
+        chunked.on('data', (d: Buffer) => (chunkedAnswer += d.toString('latin1')));
+        chunked.resume();
+        await once(chunked, 'close');
+        expect(chunkedError, url.pathname).toBeUndefined();
+        expect(chunkedAnswer, url.pathname).toMatch(/^HTTP\/1\.1 413 /);
+        expect(chunkedAnswer).toContain(refusal);
+      }
     } finally {
       t.config.maxBundleBytes = limit;
     }

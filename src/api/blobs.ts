@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { Type } from 'typebox';
 import type { Ctx } from '../core/context.js';
 import { parseDownloadToken, targetFiles, zipStream } from '../core/downloads.js';
@@ -53,7 +53,7 @@ export function blobRoutes(app: Api, ctx: Ctx): void {
         if (check === 'expired') throw new ForbiddenError('This upload URL has expired (URLs last 15 minutes); request new upload URLs.');
         const limit = ctx.config.maxBundleBytes;
         if (Number(request.headers['content-length'] ?? 0) > limit) throw new PayloadTooLargeError(`A file may hold at most ${limit} bytes.`);
-        const body = (request.body as Readable | undefined) ?? request.raw;
+        const body = shielded((request.body as Readable | undefined) ?? request.raw);
         await receivingUpload(ctx, uploadId, body);
         try {
           const size = await store.receive(uploadId, index, hash, body, limit);
@@ -88,7 +88,7 @@ export function blobRoutes(app: Api, ctx: Ctx): void {
         const check = store.checkBatchToken({ uploadId, exp: request.query.exp, sig: request.query.sig }, ctx.now());
         if (check === 'invalid') throw new ForbiddenError('This upload URL is invalid or was altered; use the URL exactly as issued.');
         if (check === 'expired') throw new ForbiddenError('This upload URL has expired (URLs last 15 minutes); request new upload URLs.');
-        const body = (request.body as Readable | undefined) ?? request.raw;
+        const body = shielded((request.body as Readable | undefined) ?? request.raw);
         const result = await receiveBatch(ctx, store, uploadId, body);
         if (result.mismatched.length > 0 || result.unknown.length > 0) {
           const names = [...result.mismatched.map((m) => `${m.name} (hash mismatch)`), ...result.unknown.map((n) => `${n} (not a declared file)`)];
@@ -145,4 +145,25 @@ function lingerBeforeClosing(socket: Socket | null): void {
     this.once('close', () => clearTimeout(timer));
     this.resume();
   };
+}
+
+/**
+ * A request body as a stream of its own. A pipeline that fails (a refused size or archive)
+ * destroys its source; destroying the request itself would reset the connection under the
+ * answer (see lingerBeforeClosing). This one only stops taking the body, whose rest is then
+ * read and discarded until the connection closes. A body that breaks off ends it with the
+ * premature-close error a pipeline reports.
+ */
+function shielded(body: Readable): Readable {
+  const out = new PassThrough();
+  body.pipe(out);
+  body.once('error', (err) => out.destroy(err));
+  body.once('close', () => {
+    if (!body.readableEnded) out.destroy(Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+  });
+  out.once('close', () => {
+    body.unpipe(out);
+    body.resume();
+  });
+  return out;
 }
