@@ -48,6 +48,10 @@ export function buildGatewayConfig(input: GatewayConfigInput): Record<string, un
     telemetry: { enabled: false },
     // Nothing runs unless a turn asks: no scheduled automations, no heartbeat turns.
     cron: { enabled: false },
+    // An end user's message is a message: no `/...` command (`/export-session` writing into
+    // the workspace, `/status`, `/new`, `/restart`), directive or shortcut runs on the shared
+    // gateway. The empty allowlist is the only authority for commands once set: no one.
+    commands: { native: false, nativeSkills: false, text: false, restart: false, allowFrom: { '*': [] } },
     logging: { file: input.logFile },
     agents: {
       defaults: {

@@ -340,5 +340,8 @@ export async function borrowWorkspace(from: string, workspace: string): Promise<
     await fs.cp(from, workspace, { recursive: true });
     await fs.rm(from, { recursive: true, force: true });
   }
-  return () => fs.cp(workspace, from, { recursive: true });
+  // OpenClaw stages a turn's images in `media/inbound/openclaw-staged-<id>/` of the workspace:
+  // its own copies, not files the agent made, so they are not the user's to keep.
+  const staging = path.join(workspace, 'media', 'inbound', 'openclaw-staged-');
+  return () => fs.cp(workspace, from, { recursive: true, filter: (src) => !src.startsWith(staging) });
 }

@@ -63,6 +63,16 @@ const SEND_ATTEMPTS = 3;
 const HISTORY_LIMIT = 50;
 
 /** The OpenClaw agent of a conversation: a name the gateway accepts, unique per key. */
+/**
+ * The gateway takes a message that starts with `/` (or `!`) for one of its commands, and an
+ * end user's message must reach the model as a message: it starts with a zero-width space
+ * then. The gateway config (`commands`) leaves no one allowed to run commands, directives or
+ * shortcuts, so those inside a message stay text; a standalone one would be refused instead.
+ */
+export function plainMessage(text: string): string {
+  return /^\s*[/!]/.test(text) ? `\u200b${text}` : text;
+}
+
 export function agentIdFor(sessionKey: string): string {
   return `hl-${createHash('sha256').update(sessionKey).digest('hex').slice(0, 32)}`;
 }
@@ -152,7 +162,7 @@ export async function runOpenclawTurn(opts: OpenclawTurnOptions): Promise<Opencl
         const ended = turn.ended;
         await client.call('chat.send', {
           sessionKey,
-          message,
+          message: plainMessage(message),
           idempotencyKey: runId, // the run's id is the idempotency key: its events carry it
           attachments: (opts.images ?? []).map((i) => ({ type: 'image', mimeType: i.mediaType, content: i.data })),
         });

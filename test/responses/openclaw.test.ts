@@ -11,7 +11,7 @@ import { allText, startFakeAnthropic, type FakeAnthropic, type FakeModelRequest 
 import { deploy } from '../files/bundle.js';
 import { eventually, startTestServer, type TestServer } from '../helpers/server.js';
 import { openclawPool } from '../../src/runtime/openclaw-runtime.js';
-import { client, onTurn, readSse, texts } from './helpers.js';
+import { client, onTurn, PNG_1PX, readSse, texts } from './helpers.js';
 
 let t: TestServer;
 let fake: FakeAnthropic;
@@ -198,6 +198,28 @@ describe('openclaw apps', { timeout: 240_000 }, () => {
     }
     expect((await api.events(accepted[0].body.data.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed', output: 'Counted.' });
     expect((await api.call('GET', `/v1/profile/${profile.id}`)).body.data.usage).toMatchObject({ used: 1, limit: 1 });
+  });
+
+  it("an end user's `/...` message reaches the model as a message: no gateway command runs", async () => {
+    const seen = fake.script(onTurn('/export-session', { blocks: [{ type: 'text', text: 'Nothing to export here.' }] }));
+    const run = (await api.run({ appId, channelId, userId: 'ben', input: '/export-session', sessionId: 'ben-1' })).body.data;
+    expect((await api.events(run.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed', output: 'Nothing to export here.' });
+    expect(allText((await seen.request).body)).toContain('/export-session');
+    const names = (await files((await api.instance(run.instanceId)).stateId)).map((f: { name: string }) => f.name).sort();
+    expect(names).toEqual(Object.keys(WORKSPACE).sort());
+    // Inside a message, a shortcut (`/whoami`) or directive (`/think`) is text too, not stripped.
+    const inline = fake.script(onTurn('INLINE-CHECK', { blocks: [{ type: 'text', text: 'Just words.' }] }));
+    const second = (await api.run({ appId, channelId, userId: 'ben', input: 'INLINE-CHECK what do /whoami and /think high do?', sessionId: 'ben-1' })).body.data;
+    expect((await api.events(second.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed', output: 'Just words.' });
+    expect(allText((await inline.request).body)).toContain('what do /whoami and /think high do?');
+  });
+
+  it("an image turn commits no copy of the image: OpenClaw's staged media is not the user's file", async () => {
+    fake.script(onTurn('LOOK-AT-THIS', { blocks: [{ type: 'text', text: 'A single pixel.' }] }));
+    const run = (await api.run({ appId, channelId, userId: 'ann', input: 'LOOK-AT-THIS', sessionId: 'ann-1', images: [{ mediaType: 'image/png', data: PNG_1PX }] })).body.data;
+    expect((await api.events(run.instanceId)).at(-1)!.data).toMatchObject({ status: 'completed', output: 'A single pixel.' });
+    const names = (await files((await api.instance(run.instanceId)).stateId)).map((f: { name: string }) => f.name).sort();
+    expect(names).toEqual(Object.keys(WORKSPACE).sort());
   });
 
   it('ends a turn failed when its gateway is killed mid-run; the next run starts a new gateway', async () => {
