@@ -193,10 +193,19 @@ describe('harnesslayer deploy', () => {
           if (!chunked.write(data)) await Promise.race([once(chunked, 'drain'), once(chunked, 'close')]);
         }
         chunked.write('0\r\n\r\n');
+        // Read until the whole answer is in: by then the server may have read the whole body
+        // (and keep the connection), or closed it.
         let chunkedAnswer = '';
-        chunked.on('data', (d: Buffer) => (chunkedAnswer += d.toString('latin1')));
+        const answered = new Promise<void>((resolve) => {
+          chunked.on('data', (d: Buffer) => {
+            chunkedAnswer += d.toString('latin1');
+            if (/\r\n\r\n\{.*\}$/s.test(chunkedAnswer)) resolve();
+          });
+          chunked.once('close', () => resolve());
+        });
         chunked.resume();
-        await once(chunked, 'close');
+        await answered;
+        chunked.destroy();
         expect(chunkedError, url.pathname).toBeUndefined();
         expect(chunkedAnswer, url.pathname).toMatch(/^HTTP\/1\.1 413 /);
         expect(chunkedAnswer).toContain(refusal);

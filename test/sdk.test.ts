@@ -119,4 +119,35 @@ describe('the TypeScript SDK', () => {
     expect(asked[0]).toBe('0');
     expect(asked.at(-1)).toBe('1');
   });
+
+  it('waits out a 502-504 while reading a stream again (a proxy, or a server closing, during a restart)', async () => {
+    const frame = (seq: number, done: boolean) =>
+      `id: ${seq}\nevent: x\ndata: ${JSON.stringify({ seq, type: done ? 'result' : 'message', data: {}, done, createdAt: new Date().toISOString() })}\n\n`;
+    let n = 0;
+    const server = http.createServer((_req, res) => {
+      n++;
+      if (n === 1) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        return void res.write(frame(1, false), () => res.socket?.destroy());
+      }
+      if (n === 2 || n === 3) {
+        res.writeHead(n === 2 ? 503 : 502, { 'content-type': 'application/json', connection: 'close' });
+        return void res.end(JSON.stringify({ success: false, error: 'Service Unavailable' }));
+      }
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(frame(2, true));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as AddressInfo).port;
+    const stream = new ResponseStream(new HarnesslayerClient({ baseUrl: `http://127.0.0.1:${port}`, apiKey: 'dk-test' }), Promise.resolve({ instanceId: 'inst-1', sessionId: 's', profileId: 'p', status: 'queued' }));
+    const seen: number[] = [];
+    try {
+      for await (const e of stream) seen.push(e.seq);
+    } finally {
+      server.close();
+    }
+    expect(seen).toEqual([1, 2]);
+    expect(n).toBe(4);
+  });
 });

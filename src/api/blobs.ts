@@ -151,16 +151,21 @@ function lingerBeforeClosing(socket: Socket | null): void {
  * A request body as a stream of its own. A pipeline that fails (a refused size or archive)
  * destroys its source; destroying the request itself would reset the connection under the
  * answer (see lingerBeforeClosing). This one only stops taking the body, whose rest is then
- * read and discarded until the connection closes. A body that breaks off ends it with the
- * premature-close error a pipeline reports.
+ * read and discarded until the connection closes. A body that breaks off (the client went
+ * away) ends it with the premature-close error a pipeline reports, which the routes answer
+ * with a 400, also when it happens before the store starts reading.
  */
-function shielded(body: Readable): Readable {
+export function shielded(body: Readable): Readable {
   const out = new PassThrough();
+  // The store attaches after a database round trip: an error before that is kept
+  // (`out.errored`, which the store's pipeline reports), never thrown as unhandled.
+  out.on('error', () => {});
+  const interrupted = () => {
+    if (!body.readableEnded) out.destroy(Object.assign(new Error('The upload was interrupted.'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+  };
   body.pipe(out);
-  body.once('error', (err) => out.destroy(err));
-  body.once('close', () => {
-    if (!body.readableEnded) out.destroy(Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
-  });
+  body.once('error', interrupted);
+  body.once('close', interrupted);
   out.once('close', () => {
     body.unpipe(out);
     body.resume();

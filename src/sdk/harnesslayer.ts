@@ -200,7 +200,8 @@ export class ResponseStream implements AsyncIterable<ResponseEvent> {
           if (event.done) return;
         }
       } catch (err) {
-        if (err instanceof ApiError && err.status !== 0) throw err; // refused, not broken off
+        // Refused, not broken off; but a server or its proxy that is restarting answers 502-504.
+        if (err instanceof ApiError && ![0, 502, 503, 504].includes(err.status)) throw err;
       }
       // The connection broke off (or ended early): read on from the last event.
       if (resume >= RESUMES) {

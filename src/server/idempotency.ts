@@ -54,7 +54,14 @@ export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
       idempotencyKey: key,
     };
     // No body is {}: an endpoint without body fields takes either (CONTRACT §9).
-    const bodyHash = sha256Hex(canonicalJson(request.body ?? {}));
+    // A body nested too deep to serialize is refused by the schema check that follows (400);
+    // it takes no key.
+    let bodyHash: string;
+    try {
+      bodyHash = sha256Hex(canonicalJson(request.body ?? {}));
+    } catch {
+      return;
+    }
     const now = ctx.now().getTime();
     const [expired, abandoned] = [new Date(now - TTL_MS), new Date(now - ABANDONED_MS)];
     const inserted = await ctx.db.transaction().execute(async (tx) => {

@@ -316,6 +316,10 @@ describe('Idempotency-Key', () => {
       expect(other.status).toBe(409);
       expect(other.body.code).toBe('idempotency_key_reused');
     }
+    // A body nested too deep to serialize is the schema's 400, key or no key.
+    const deep = `{"slug":"deep","type":"claude","x":${'['.repeat(200_000)}${']'.repeat(200_000)}}`;
+    const nested = await t.call('POST', '/v1/app/create', { key, body: deep, headers: { 'idempotency-key': 'deep-1' } });
+    expect(nested.status, JSON.stringify(nested.body)).toBe(400);
     // A route that takes no body fields refuses one before its schema does: kept too.
     const refused = await t.call('POST', '/v1/state/download/state-none', { key, body: { format: 'zip' }, headers });
     expect(refused.status).toBe(400);
