@@ -15,7 +15,7 @@ import { processInbound, processReply } from '../channels/sendblue.js';
  * it is sent again as a new job an hour later, rather than run out of the queue's retries and
  * leave the app or profile `deleting` for good (each attempt resumes where the last stopped).
  */
-export const DELETION_ATTEMPTS = 5;
+const DELETION_ATTEMPTS = 5;
 const DELETION_RETRY_MS = 60 * 60 * 1000;
 
 async function retryLater(ctx: Ctx, name: 'delete-app' | 'delete-profile', data: Record<string, unknown>): Promise<void> {
