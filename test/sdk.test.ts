@@ -33,6 +33,18 @@ afterAll(async () => {
   await fs.rm(folder, { recursive: true, force: true });
 });
 
+/** One event of a response's stream, as the server writes it. */
+const frame = (seq: number, done: boolean) =>
+  `id: ${seq}\nevent: x\ndata: ${JSON.stringify({ seq, type: done ? 'result' : 'message', data: {}, done, createdAt: new Date().toISOString() })}\n\n`;
+
+/** The events' numbers a ResponseStream reads from a stand-in server on `port`, to the done one. */
+async function readStream(port: number): Promise<number[]> {
+  const stream = new ResponseStream(new HarnesslayerClient({ baseUrl: `http://127.0.0.1:${port}`, apiKey: 'dk-test' }), Promise.resolve({ instanceId: 'inst-1', sessionId: 's', profileId: 'p', status: 'queued' }));
+  const seen: number[] = [];
+  for await (const e of stream) seen.push(e.seq);
+  return seen;
+}
+
 describe('the TypeScript SDK', () => {
   it('app.init creates the app with its folder as the head version, and gets it the next time', async () => {
     const app = await client.app.init('typedef-app', { type: 'claude', versionPath: folder, name: 'Typedef App', limit: { amount: 100, interval: 'monthly', message: 'Out of credits!' } });
@@ -92,8 +104,6 @@ describe('the TypeScript SDK', () => {
   it('reads a stream that broke off again from its last event, waiting for a server that restarts', async () => {
     // A server of its own, speaking the stream's wire format: it breaks the first connection
     // after one event and is gone for 300 ms; then it answers the rest.
-    const frame = (seq: number, done: boolean) =>
-      `id: ${seq}\nevent: x\ndata: ${JSON.stringify({ seq, type: done ? 'result' : 'message', data: {}, done, createdAt: new Date().toISOString() })}\n\n`;
     const asked: (string | undefined)[] = [];
     let server: http.Server;
     const handler: http.RequestListener = (req, res) => {
@@ -108,10 +118,9 @@ describe('the TypeScript SDK', () => {
     server = http.createServer(handler).listen(0, '127.0.0.1');
     await once(server, 'listening');
     const port = (server.address() as AddressInfo).port;
-    const stream = new ResponseStream(new HarnesslayerClient({ baseUrl: `http://127.0.0.1:${port}`, apiKey: 'dk-test' }), Promise.resolve({ instanceId: 'inst-1', sessionId: 's', profileId: 'p', status: 'queued' }));
-    const seen: number[] = [];
+    let seen: number[];
     try {
-      for await (const e of stream) seen.push(e.seq);
+      seen = await readStream(port);
     } finally {
       server.close();
     }
@@ -121,8 +130,6 @@ describe('the TypeScript SDK', () => {
   });
 
   it('waits out a 502-504 while reading a stream again (a proxy, or a server closing, during a restart)', async () => {
-    const frame = (seq: number, done: boolean) =>
-      `id: ${seq}\nevent: x\ndata: ${JSON.stringify({ seq, type: done ? 'result' : 'message', data: {}, done, createdAt: new Date().toISOString() })}\n\n`;
     let n = 0;
     const server = http.createServer((_req, res) => {
       n++;
@@ -140,10 +147,9 @@ describe('the TypeScript SDK', () => {
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
     const port = (server.address() as AddressInfo).port;
-    const stream = new ResponseStream(new HarnesslayerClient({ baseUrl: `http://127.0.0.1:${port}`, apiKey: 'dk-test' }), Promise.resolve({ instanceId: 'inst-1', sessionId: 's', profileId: 'p', status: 'queued' }));
-    const seen: number[] = [];
+    let seen: number[];
     try {
-      for await (const e of stream) seen.push(e.seq);
+      seen = await readStream(port);
     } finally {
       server.close();
     }
