@@ -11,6 +11,29 @@ beforeAll(async () => {
 });
 afterAll(async () => t?.close());
 
+/**
+ * Runs `request` with `step` done just before its first transaction opens: a concurrent
+ * request landing between the run's profile lookup and its transaction (PGlite runs one
+ * transaction at a time, so this is how the test gets that order).
+ */
+async function withStepBeforeTransaction<T>(step: () => Promise<unknown>, request: () => Promise<T>): Promise<T> {
+  const events = t.ctx.events;
+  const transaction = events.transaction.bind(events);
+  let done = false;
+  events.transaction = (async (...args: Parameters<typeof transaction>) => {
+    if (!done) {
+      done = true;
+      await step();
+    }
+    return transaction(...args);
+  }) as typeof events.transaction;
+  try {
+    return await request();
+  } finally {
+    events.transaction = transaction;
+  }
+}
+
 describe('usage limit when the profile changes access group while a run is being admitted', () => {
   it('charges the run against the group the profile is in when the run commits', async () => {
     // Default group: unlimited. Group "one": 1 run a day.
@@ -27,19 +50,10 @@ describe('usage limit when the profile changes access group while a run is being
     // A PATCH that moves the profile to "one" lands between the run's profile lookup and its
     // transaction (as a concurrent request can): simulated by running it just before the
     // run's transaction starts.
-    const events = t.ctx.events as any;
-    const orig = events.transaction.bind(events);
-    let patched = false;
-    events.transaction = async (fn: any) => {
-      if (!patched) {
-        patched = true;
-        const moved = await t.call('PATCH', `/v1/profile/${profileId}`, { key, body: { accessGroupId: one.id } });
-        expect(moved.status).toBe(200);
-      }
-      return orig(fn);
-    };
-    const second = await t.call('POST', '/v1/response/run', { key, body: { appId: app.id, channelId: ch.id, userId: 'u', input: 'b' } });
-    events.transaction = orig;
+    const second = await withStepBeforeTransaction(
+      async () => expect((await t.call('PATCH', `/v1/profile/${profileId}`, { key, body: { accessGroupId: one.id } })).status).toBe(200),
+      () => t.call('POST', '/v1/response/run', { key, body: { appId: app.id, channelId: ch.id, userId: 'u', input: 'b' } }),
+    );
 
     const profile = (await t.call('GET', `/v1/profile/${profileId}`, { key })).body.data;
     expect(profile.accessGroupId).toBe(one.id);
@@ -57,18 +71,10 @@ describe('usage limit when the profile changes access group while a run is being
     const p = (await t.call('POST', '/v1/profile/create', { key, body: { appId: app.id, identifier: 'w', accessGroupId: vip.id } })).body.data;
     expect((await t.call('POST', '/v1/response/run', { key, body: { appId: app.id, channelId: ch.id, userId: 'w', input: 'a' } })).status).toBe(200);
 
-    const events = t.ctx.events as any;
-    const orig = events.transaction.bind(events);
-    let deleted = false;
-    events.transaction = async (fn: any) => {
-      if (!deleted) {
-        deleted = true;
-        expect((await t.call('DELETE', `/v1/access_group/${vip.id}`, { key })).status).toBe(200);
-      }
-      return orig(fn);
-    };
-    const second = await t.call('POST', '/v1/response/run', { key, body: { appId: app.id, channelId: ch.id, userId: 'w', input: 'b' } });
-    events.transaction = orig;
+    const second = await withStepBeforeTransaction(
+      async () => expect((await t.call('DELETE', `/v1/access_group/${vip.id}`, { key })).status).toBe(200),
+      () => t.call('POST', '/v1/response/run', { key, body: { appId: app.id, channelId: ch.id, userId: 'w', input: 'b' } }),
+    );
 
     const profile = (await t.call('GET', `/v1/profile/${p.id}`, { key })).body.data;
     expect(profile.accessGroupId).toBe(app.defaultAccessGroupId);
