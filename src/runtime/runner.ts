@@ -200,9 +200,9 @@ class LostInstance extends Error {}
 
 /**
  * The final transaction; if saving the files fails, the instance still ends (failed, saying so).
- * False when this worker no longer held the instance (reaped: it had ended already).
+ * A worker that no longer holds the instance (reaped: it had ended already) records nothing.
  */
-async function record(ctx: Ctx, state: RunnerState, instance: Instance, outcome: Outcome, ws: Workspace | undefined, after: Map<string, WorkFile> | undefined, turn: TurnOutcome | undefined): Promise<boolean> {
+async function record(ctx: Ctx, state: RunnerState, instance: Instance, outcome: Outcome, ws: Workspace | undefined, after: Map<string, WorkFile> | undefined, turn: TurnOutcome | undefined): Promise<void> {
   const guard = { workerId: state.workerId };
   const end = (withFiles: boolean, o: Outcome) =>
     ctx.events.transaction(async (tx, signal) => {
@@ -215,18 +215,12 @@ async function record(ctx: Ctx, state: RunnerState, instance: Instance, outcome:
     });
   try {
     await end(true, outcome);
-    return true;
   } catch (err) {
-    if (err instanceof LostInstance) return false; // reaped meanwhile: it has ended already
+    if (err instanceof LostInstance) return; // reaped meanwhile: it has ended already
     const message = `The turn ran, but its files could not be saved: ${(err as Error).message}`;
-    return end(false, { ...outcome, status: 'failed', error: message, events: [...(outcome.events ?? []), { type: 'error', data: { message, code: 'files_not_saved' } }] }).then(
-      () => true,
-      (e) => {
-        if (e instanceof LostInstance) return false;
-        console.error('[runs] could not record instance', instance.id, (e as Error).message);
-        return true;
-      },
-    );
+    await end(false, { ...outcome, status: 'failed', error: message, events: [...(outcome.events ?? []), { type: 'error', data: { message, code: 'files_not_saved' } }] }).catch((e) => {
+      if (!(e instanceof LostInstance)) console.error('[runs] could not record instance', instance.id, (e as Error).message);
+    });
   }
 }
 
