@@ -230,8 +230,6 @@ async function* sseEvents(res: Response): AsyncGenerator<ResponseEvent> {
 
 /** What `app.init` checks before it creates anything: a folder holding files to upload, or a bundle of one. */
 async function checkFolder(folder: string): Promise<void> {
-  const stat = await fs.stat(folder).catch(() => null);
-  if (stat?.isFile()) return withUnpackedBundle(folder, checkFolder);
-  if (!stat?.isDirectory()) throw new Error(`${path.resolve(folder)} is not a folder: give the app's folder (a Claude Code project or an OpenClaw workspace).`);
+  if ((await fs.stat(folder).catch(() => null))?.isFile()) return withUnpackedBundle(folder, checkFolder);
   if ((await listFolder(folder)).length === 0) throw new Error(`${path.resolve(folder)} holds no files to upload (after .harnesslayerignore).`);
 }
